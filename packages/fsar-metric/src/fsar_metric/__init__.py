@@ -1,0 +1,57 @@
+"""fsar-metric: few-shot action recognition metrics behind one tensor contract.
+
+Every metric maps way-major support ``[N, K, T, D]`` and queries ``[Q, T, D]`` to logits ``[Q, N]``
+(larger = more similar); multimodal metrics also take ``support_text`` / ``query_text`` keywords.
+
+Example:
+    >>> import torch
+    >>> import fsar_metric
+    >>> fsar_metric.list_metrics()[:4]
+    ['bimhm', 'otam', 'proto', 'trx']
+    >>> support, query = torch.randn(5, 1, 8, 64), torch.randn(5, 8, 64)
+    >>> fsar_metric.create_metric("otam")(support, query).argmax(-1).shape
+    torch.Size([5])
+"""
+
+from fsar_metric._episode import to_flat, to_way_major
+from fsar_metric._registry import Metric, create_metric, get_metric_class, list_metrics, register_metric
+from fsar_metric.metrics import (
+    OTAM,
+    TRX,
+    BiMHM,
+    ProtoNet,
+    bimhm_distance,
+    otam_cumulative_distance,
+    otam_distance,
+)
+from fsar_metric.similarity import (
+    CosineSimilarity,
+    DotProductSimilarity,
+    NegativeSquaredEuclidean,
+    create_similarity,
+    list_similarities,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OTAM",
+    "TRX",
+    "BiMHM",
+    "CosineSimilarity",
+    "DotProductSimilarity",
+    "Metric",
+    "NegativeSquaredEuclidean",
+    "ProtoNet",
+    "bimhm_distance",
+    "create_metric",
+    "create_similarity",
+    "get_metric_class",
+    "list_metrics",
+    "list_similarities",
+    "otam_cumulative_distance",
+    "otam_distance",
+    "register_metric",
+    "to_flat",
+    "to_way_major",
+]
