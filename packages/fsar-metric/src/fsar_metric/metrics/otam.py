@@ -4,10 +4,9 @@ Alignment", CVPR 2020, arXiv:1906.11415).
 Reference code consulted: the PyTorch re-implementation ``OTAM_cum_dist`` of the
 few-shot-action-recognition library (the version copied into TRX-derived code and CLIP-FSAR); the
 original authors released none. The recursion below is that code's, cell for cell (see PROTOCOL.md
-§7.2), with three differences: the soft-min uses ``logsumexp`` (the public ``log(exp + exp)``
-underflows to ``inf`` once every candidate cost exceeds about 10 at λ = 0.1), a relaxed first row
-is available as an option, and each row is computed in one vectorised step instead of a Python
-loop over columns.
+§7.2), with two differences: the soft-min is computed stably as ``logaddexp`` of log-weights (the
+public ``log(exp + exp)`` underflows to ``inf`` once every candidate cost exceeds about 10 at
+λ = 0.1), and a relaxed first row is available as an option.
 
 The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, U + 2]``
 (rows: query frames l; columns: support frames m, 1 ≤ m ≤ U, with zero-cost pads at 0 and U+1):
@@ -19,15 +18,17 @@ The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, 
 - Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)}, so a path may leave early;
 - d(q → s) = Γ(T−1, U+1), where smin_λ(a) = −λ log Σ exp(−a / λ).
 
-Vectorised rows: inside row l, columns 2 … U form the first-order recurrence
-x_m = c_m + logaddexp(b_m, x_{m−1}) with x = −Γ/λ, c = −Δ/λ and b_m = −Γ(l−1, m−1)/λ. Unrolled, it
-is x_m = C_m + logcumsumexp_j(e_j) with prefix sums C of c, so one ``logcumsumexp`` call replaces
-the column loop and only T−1 sequential row steps remain. Both directions of the bidirectional
-distance run in the same batch when T = U.
+Speed: in log-weights x = −Γ/λ every soft-min becomes one ``logaddexp`` kernel over the whole batch,
+so a cell costs two tensor operations (the public loop spends about ten), and both directions of the
+bidirectional distance run in the same batch when T = U. On CPU, where T = 8 makes each operation
+tiny, this beats the vectorised alternatives we measured (a ``logcumsumexp`` per row, and one masked
+``logsumexp`` per row in the log-semiring): their transcendental work per cell is larger, and
+``logcumsumexp`` has a slow CPU kernel. ``benchmarks/bench_metrics.py`` has the numbers.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -53,38 +54,6 @@ DIRECTIONS: tuple[Direction, ...] = ("q2s", "s2q", "sum", "mean")
 FIRST_ROWS: tuple[FirstRow, ...] = ("sum", "relaxed")
 
 
-def _soft_min(*candidates: Tensor, smoothing: float) -> Tensor:
-    """smin_λ over equally shaped tensors: ``-λ · logsumexp(-a / λ)``, elementwise."""
-    stacked = torch.stack(candidates, dim=-1)
-    return -smoothing * torch.logsumexp(stacked / -smoothing, dim=-1)
-
-
-def _next_row(prev: Tensor, dist_row: Tensor, smoothing: float) -> Tensor:
-    """One OTAM row.
-
-    Args:
-        prev: ``[..., U + 2]`` cumulative costs Γ(l−1, ·) of the padded previous row.
-        dist_row: ``[..., U]`` frame distances Δ(l, 1..U) of this row.
-
-    Returns:
-        ``[..., U + 2]`` cumulative costs Γ(l, ·).
-    """
-    n_cols = dist_row.shape[-1]  # U
-    zero = prev[..., :1].new_zeros(prev[..., :1].shape)  # [..., 1] Γ(l, 0)
-    first = dist_row[..., 0] + _soft_min(prev[..., 0], prev[..., 1], zero[..., 0], smoothing=smoothing)  # [...]
-    if n_cols > 1:
-        c = dist_row[..., 1:] / -smoothing  # [..., U-1]  columns 2..U
-        b = prev[..., 1:n_cols] / -smoothing  # [..., U-1]  diagonal predecessors Γ(l-1, m-1)
-        prefix = torch.cat([zero, c.cumsum(-1)], dim=-1)  # [..., U]  C_1 = 0, C_m = c_2 + … + c_m
-        terms = torch.cat([(first / -smoothing)[..., None], b - prefix[..., :-1]], dim=-1)  # [..., U]
-        body = -smoothing * (prefix + torch.logcumsumexp(terms, dim=-1))  # [..., U]  Γ(l, 1..U)
-    else:
-        body = first[..., None]  # [..., 1]
-    # The right pad costs nothing: Γ(l, U+1) = smin{Γ(l-1, U), Γ(l-1, U+1), Γ(l, U)}.
-    last = _soft_min(prev[..., n_cols], prev[..., n_cols + 1], body[..., -1], smoothing=smoothing)
-    return torch.cat([zero, body, last[..., None]], dim=-1)
-
-
 def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: FirstRow = "sum") -> Tensor:
     """One-directional OTAM distance d(q → s) for a batch of frame-distance matrices.
 
@@ -101,18 +70,30 @@ def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: Fi
     Returns:
         ``[...]`` cumulative alignment cost Γ(T−1, U+1).
     """
-    *batch, n_rows, n_cols = dist.shape
+    n_cols = dist.shape[-1]
+    # Log-weights x = −Γ/λ turn smin into logaddexp: one stable kernel per move instead of the
+    # public code's three exp, a log and the bookkeeping around them.
+    weights = dist / -smoothing  # [..., T, U]
+    rows = weights.unbind(-2)  # T × [..., U]
+    zero = rows[0][..., 0].new_zeros(())  # x of a pad cell, Γ = 0
+    log2 = zero + math.log(2.0)
     if first_row == "sum":
-        body = dist[..., 0, :].cumsum(-1)  # [..., U]
-        zero = body.new_zeros(*batch, 1)
-        prev = torch.cat([zero, body, body[..., -1:]], dim=-1)  # [..., U+2]
-        rows = range(1, n_rows)
+        running = rows[0].cumsum(-1).unbind(-1)  # U × [...]
+        prev = [zero, *running, running[-1]]  # the right pad costs nothing
+        rows = rows[1:]
     else:
-        prev = dist.new_zeros(*batch, n_cols + 2)  # virtual row -1
-        rows = range(n_rows)
+        prev = [zero] * (n_cols + 2)  # virtual row above row 0
     for row in rows:
-        prev = _next_row(prev, dist[..., row, :], smoothing)
-    return prev[..., -1]
+        cells = row.unbind(-1)  # U × [...]
+        # Column 1: diagonal from the left pad, down from (l−1, 1), or right from the left pad;
+        # both pad moves have x = 0, hence log 2.
+        current = [zero, cells[0] + torch.logaddexp(prev[1], log2)]
+        for m in range(2, n_cols + 1):
+            current.append(cells[m - 1] + torch.logaddexp(prev[m - 1], current[m - 1]))  # diagonal or right
+        # The right pad: diagonal from (l−1, U), down from (l−1, U+1), or right from (l, U).
+        current.append(torch.logaddexp(torch.logaddexp(prev[n_cols], prev[n_cols + 1]), current[n_cols]))
+        prev = current
+    return -smoothing * prev[-1]
 
 
 def otam_distance(

@@ -13,8 +13,10 @@ each cardinality ω (default {2, 3}):
 5. query-specific prototype t^c_p = Σ a · Λ(s^{c,k}_m); distance d_ω = mean_p ‖Λ(q_p) − t^c_p‖²;
 6. logits = −mean_ω d_ω.
 
-Unlike the reference code, which loops over classes, all classes are scored in one einsum, and
-the tuple index tables are built per call from T, so any frame count works.
+Unlike the reference code, which loops over classes, all classes are scored in one einsum; tuple
+keys and values are sums of per-frame projections instead of projections of concatenated tuples
+(the same linear map, far fewer multiply-adds); and the tuple index tables are built per call from
+T, so any frame count works.
 """
 
 from __future__ import annotations
@@ -61,14 +63,35 @@ class _TemporalCrossTransformer(nn.Module):
         self.key_norm = nn.LayerNorm(key_dim)
         self.dropout = nn.Dropout(dropout)
 
+    def _project(self, linear: nn.Linear, frames: Tensor, tuples: Tensor) -> Tensor:
+        """``linear`` applied to every tuple's concatenated frames, without building the tuples.
+
+        A linear map of a concatenation is the sum of per-slot maps, W·[x_a; x_b] = W_1·x_a + W_2·x_b,
+        so each frame is projected once per slot (T·ω products) and the P tuples are gathered sums:
+        7× fewer multiply-adds than projecting the 56 concatenated triples at T = 8.
+
+        Args:
+            frames: ``[B, T, D]``.
+            tuples: ``[P, ω]`` frame indices.
+
+        Returns:
+            ``[B, P, d_k]``.
+        """
+        dim = frames.shape[-1]
+        out = linear.bias
+        for slot in range(self.cardinality):
+            # The weight's column block of this slot, used in place (a strided view, no copy).
+            per_frame = nn.functional.linear(frames, linear.weight[:, slot * dim : (slot + 1) * dim])  # [B, T, d_k]
+            out = out + per_frame[:, tuples[:, slot]]  # [B, P, d_k]
+        return out
+
     def _encode(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """``frames [B, T, D]`` → keys and values of its tuples, each ``[B, P, d_k]``."""
         n_frames, dim = frames.shape[-2:]
         pe = sinusoidal_positions(n_frames, dim, device=frames.device, dtype=frames.dtype)
         frames = self.dropout(frames + self.pe_scale * pe)  # [B, T, D]
-        tuples = frames[:, _tuples(n_frames, self.cardinality, frames.device)]  # [B, P, ω, D]
-        tuples = rearrange(tuples, "b p w d -> b p (w d)")
-        return self.key_norm(self.key(tuples)), self.value(tuples)
+        tuples = _tuples(n_frames, self.cardinality, frames.device)  # [P, ω]
+        return self.key_norm(self._project(self.key, frames, tuples)), self._project(self.value, frames, tuples)
 
     def forward(self, support: Tensor, query: Tensor) -> Tensor:
         """``support [N, K, U, D]``, ``query [Q, T, D]`` → ``[Q, N]`` negative distances."""
@@ -82,10 +105,18 @@ class _TemporalCrossTransformer(nn.Module):
         q_key, q_value = self._encode(query)  # [Q, P, d_k]
         s_key = rearrange(s_key, "(n k) r e -> n (k r) e", n=n_way, k=n_shot)
         s_value = rearrange(s_value, "(n k) r e -> n (k r) e", n=n_way, k=n_shot)
-        scores = einsum(q_key, s_key, "q p e, n j e -> q n p j") / math.sqrt(q_key.shape[-1])  # [Q, N, P, K*R]
+        scores = einsum(q_key, s_key, "q p e, n j e -> n q p j") / math.sqrt(q_key.shape[-1])  # [N, Q, P, K*R]
         attention = scores.softmax(dim=-1)
-        prototype = einsum(attention, s_value, "q n p j, n j e -> q n p e")  # [Q, N, P, d_k]
-        distance = (q_value[:, None] - prototype).pow(2).sum(-1).mean(-1)  # [Q, N]
+        # ‖v_q − Σ_j a_j v_j‖² expanded as ‖v_q‖² − 2 Σ_j a_j ⟨v_q, v_j⟩ + aᵀ G a (G: Gram matrix of the
+        # class's support values), so the [N, Q, P, d_k] prototypes are never materialised: on CPU,
+        # streaming that tensor through memory cost more than all the matrix products together.
+        cross = einsum(q_value, s_value, "q p e, n j e -> n q p j")  # [N, Q, P, K*R]
+        gram = einsum(s_value, s_value, "n j e, n i e -> n j i")  # [N, K*R, K*R]
+        quadratic = einsum(attention, gram, "n q p j, n j i -> n q p i")  # [N, Q, P, K*R]
+        # In place: einsum's backward needs its inputs, not its output.
+        weighted = quadratic.sub_(cross, alpha=2.0)  # [N, Q, P, K*R]
+        distance = q_value.square().sum(-1) + einsum(attention, weighted, "n q p j, n q p j -> n q p")  # [N, Q, P]
+        distance = distance.clamp_min(0).mean(-1).T  # [Q, N]
         return -distance
 
 
