@@ -14,6 +14,7 @@ Example:
 """
 
 from fsar_metric._episode import to_flat, to_way_major
+from fsar_metric._multimodal import Episode, episode_losses, score_episode
 from fsar_metric._registry import Metric, create_metric, get_metric_class, list_metrics, register_metric
 from fsar_metric.metrics import (
     OTAM,
@@ -40,18 +41,21 @@ __all__ = [
     "BiMHM",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "Episode",
     "Metric",
     "NegativeSquaredEuclidean",
     "ProtoNet",
     "bimhm_distance",
     "create_metric",
     "create_similarity",
+    "episode_losses",
     "get_metric_class",
     "list_metrics",
     "list_similarities",
     "otam_cumulative_distance",
     "otam_distance",
     "register_metric",
+    "score_episode",
     "to_flat",
     "to_way_major",
 ]
