@@ -56,7 +56,10 @@ def make_episode(
 # (found by signature); anything else a metric needs in tests goes here.
 _TEST_KWARGS: dict[str, dict[str, object]] = {
     "trx": {"key_dim": 16},
+    "fsar_llava": {"dim": 16, "n_heads": 2},
 }
+# The keyword that receives the input feature width, where it is not `dim`.
+_WIDTH_ARG: dict[str, str] = {"fsar_llava": "in_dim"}
 
 
 def build_metric(name: str, dim: int = DIM, n_frames: int = N_FRAMES, **overrides: object) -> nn.Module:
@@ -64,7 +67,9 @@ def build_metric(name: str, dim: int = DIM, n_frames: int = N_FRAMES, **override
     cls = fsar_metric.get_metric_class(name)
     kwargs: dict[str, object] = dict(_TEST_KWARGS.get(name, {}))
     params = inspect.signature(cls).parameters
-    if "dim" in params:
+    if name in _WIDTH_ARG:
+        kwargs[_WIDTH_ARG[name]] = dim
+    elif "dim" in params:
         kwargs["dim"] = dim
     if "cardinalities" in params:  # TRX: tuples cannot be longer than the clip
         kwargs["cardinalities"] = tuple(w for w in (1, 2, 3) if w <= n_frames)[-2:]

@@ -66,8 +66,8 @@ def test_single_frame_and_single_shot_episodes_work(name, n_frames, n_shot, epis
 
 @pytest.mark.parametrize("name", METRICS)
 def test_permuting_queries_permutes_rows(name, episode, build, run_metric):
-    ep = episode()
-    metric = build(name)
+    ep = episode(dtype=torch.float64)
+    metric = build(name).double()  # float64: the invariance is exact math, not rounding luck
     perm = torch.tensor([2, 0, 3, 1])
     permuted = type(ep)(ep.support, ep.query[perm], ep.support_text, ep.query_text[perm], ep.query_labels[perm])
     torch.testing.assert_close(run_metric(metric, permuted), run_metric(metric, ep)[perm])
@@ -75,8 +75,8 @@ def test_permuting_queries_permutes_rows(name, episode, build, run_metric):
 
 @pytest.mark.parametrize("name", METRICS)
 def test_permuting_classes_permutes_columns(name, episode, build, run_metric):
-    ep = episode()
-    metric = build(name)
+    ep = episode(dtype=torch.float64)
+    metric = build(name).double()  # float64: the invariance is exact math, not rounding luck
     perm = torch.tensor([2, 0, 1])
     permuted = type(ep)(ep.support[perm], ep.query, ep.support_text[perm], ep.query_text, ep.query_labels)
     torch.testing.assert_close(run_metric(metric, permuted), run_metric(metric, ep)[:, perm])
@@ -84,8 +84,8 @@ def test_permuting_classes_permutes_columns(name, episode, build, run_metric):
 
 @pytest.mark.parametrize("name", METRICS)
 def test_shot_order_does_not_matter(name, episode, build, run_metric):
-    ep = episode(n_shot=3)
-    metric = build(name)
+    ep = episode(n_shot=3, dtype=torch.float64)
+    metric = build(name).double()  # float64: the invariance is exact math, not rounding luck
     perm = torch.tensor([2, 0, 1])
     permuted = type(ep)(ep.support[:, perm], ep.query, ep.support_text[:, perm], ep.query_text, ep.query_labels)
     torch.testing.assert_close(run_metric(metric, permuted), run_metric(metric, ep))

@@ -6,8 +6,8 @@ Every metric maps way-major support ``[N, K, T, D]`` and queries ``[Q, T, D]`` t
 Example:
     >>> import torch
     >>> import fsar_metric
-    >>> fsar_metric.list_metrics()[:4]
-    ['bimhm', 'otam', 'proto', 'trx']
+    >>> fsar_metric.list_metrics()
+    ['bimhm', 'fsar_llava', 'mpmm', 'otam', 'proto', 'trx']
     >>> support, query = torch.randn(5, 1, 8, 64), torch.randn(5, 8, 64)
     >>> fsar_metric.create_metric("otam")(support, query).argmax(-1).shape
     torch.Size([5])
@@ -16,6 +16,21 @@ Example:
 from fsar_metric._episode import to_flat, to_way_major
 from fsar_metric._multimodal import Episode, episode_losses, score_episode
 from fsar_metric._registry import Metric, create_metric, get_metric_class, list_metrics, register_metric
+from fsar_metric.head import (
+    CTPCConfig,
+    EncodedPool,
+    EncodedVideos,
+    FSARLLaVA,
+    FSARLLaVAConfig,
+    LossConfig,
+    MFEMConfig,
+    MPMMConfig,
+    MPMMOutput,
+    ablation,
+    fuse_cues,
+    list_ablations,
+    mpmm_match,
+)
 from fsar_metric.metrics import (
     OTAM,
     TRX,
@@ -39,19 +54,32 @@ __all__ = [
     "OTAM",
     "TRX",
     "BiMHM",
+    "CTPCConfig",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "EncodedPool",
+    "EncodedVideos",
     "Episode",
+    "FSARLLaVA",
+    "FSARLLaVAConfig",
+    "LossConfig",
+    "MFEMConfig",
+    "MPMMConfig",
+    "MPMMOutput",
     "Metric",
     "NegativeSquaredEuclidean",
     "ProtoNet",
+    "ablation",
     "bimhm_distance",
     "create_metric",
     "create_similarity",
     "episode_losses",
+    "fuse_cues",
     "get_metric_class",
+    "list_ablations",
     "list_metrics",
     "list_similarities",
+    "mpmm_match",
     "otam_cumulative_distance",
     "otam_distance",
     "register_metric",
