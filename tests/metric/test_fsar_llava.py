@@ -70,7 +70,7 @@ def test_pool_path_equals_the_full_forward(shot_merge, task_step):
     support_idx = torch.tensor([[0, 1], [4, 5], [7, 8]])
     query_idx = torch.tensor([2, 6, 9, 3])
     with torch.no_grad():
-        pool = head.encode_pool(pool_visual, pool_support_text, pool_query_text)
+        pool = head.encode_pool(pool_visual, pool_support_text, pool_query_text, chunk_size=3)
         fast = head.score_pool(pool, support_idx, query_idx)
         full = head(
             pool_visual[support_idx],

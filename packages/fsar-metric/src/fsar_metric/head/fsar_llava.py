@@ -145,6 +145,17 @@ class EncodedVideos:
     text: Tensor | None = None
     text_free: Tensor | None = None
 
+    @staticmethod
+    def cat(parts: list[EncodedVideos]) -> EncodedVideos:
+        """Concatenate encodings of consecutive video chunks along the first axis."""
+
+        def join(tensors: list[Tensor | None]) -> Tensor | None:
+            return None if tensors[0] is None else torch.cat(tensors)  # type: ignore[arg-type]
+
+        return EncodedVideos(
+            torch.cat([p.frames for p in parts]), join([p.text for p in parts]), join([p.text_free for p in parts])
+        )
+
     def index(self, idx: Tensor) -> EncodedVideos:
         """Select videos: ``idx`` of any shape ``[*S]`` over the first axis → leading axes ``[*S]``."""
         return EncodedVideos(
@@ -238,18 +249,37 @@ class FSARLLaVA(nn.Module):
         frames, token = self.mfem(visual, text)
         return EncodedVideos(self.ctpc.encode_query(frames, token), token)
 
-    def encode_pool(self, visual: Tensor, support_text: Tensor | None, query_text: Tensor | None) -> EncodedPool:
+    def encode_pool(
+        self,
+        visual: Tensor,
+        support_text: Tensor | None,
+        query_text: Tensor | None,
+        *,
+        chunk_size: int | None = None,
+    ) -> EncodedPool:
         """Encode a pool of videos once for both roles.
 
         Args:
             visual: ``[P, T, D_in]``.
             support_text: ``[P, D_in]`` label-aware text of each video (its own class), or None.
             query_text: ``[P, D_in]`` label-free text of each video, or None.
+            chunk_size: encode this many videos at a time (bounds activation memory); all at once
+                when None.
+
+        Returns:
+            ``EncodedPool`` whose encodings have leading axis ``[P]``.
         """
-        return EncodedPool(
-            support=self.encode_support(visual, support_text, query_text),
-            query=self.encode_query(visual, query_text),
-        )
+        step = visual.shape[0] if chunk_size is None else chunk_size
+        if step < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        supports, queries = [], []
+        for start in range(0, visual.shape[0], step):
+            part = slice(start, start + step)
+            s_text = None if support_text is None else support_text[part]
+            q_text = None if query_text is None else query_text[part]
+            supports.append(self.encode_support(visual[part], s_text, q_text))
+            queries.append(self.encode_query(visual[part], q_text))
+        return EncodedPool(support=EncodedVideos.cat(supports), query=EncodedVideos.cat(queries))
 
     # ------------------------------------------------------------------ episode part
     def match(self, support: EncodedVideos, query: EncodedVideos) -> MPMMOutput:
