@@ -248,3 +248,16 @@ def test_a_short_training_run_beats_the_untrained_head_on_held_out_classes():
         optimizer.step()
     after = _accuracy(head, test_classes, range(1000, 1060))
     assert after > before + 0.15, (before, after)
+
+
+def test_every_parameter_learns_with_all_optional_modules_on():
+    head = small_head(
+        mfem=MFEMConfig(cross_attention=True),
+        ctpc=CTPCConfig(task_step="both", query_text_token="label_free"),
+        mpmm=ablation(FSARLLaVAConfig(), "with_cross").mpmm,
+        losses=LossConfig(modality_ce=1.0, base_class_ce=1.0),
+    ).train()
+    sum(episode_losses(head, multimodal_episode()).values()).backward()
+    for name, param in head.named_parameters():
+        assert param.grad is not None, f"{name} got no gradient"
+        assert param.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
