@@ -1,0 +1,92 @@
+"""fsar-features: from video files to cached multimodal-LLM features for few-shot action recognition.
+
+Read T frames with PyAV (``read_frames``), run a frozen video MLLM (``create_backend``: Video-LLaVA,
+LLaVA-NeXT-Video, and tiny seeded versions of both for offline work), decode its hidden states into a
+visual stream ``[T, D_in]`` and a text stream ``[D_in]`` per prompt (``FeatureExtractor``), and fill
+a resumable, shardable on-disk cache (``extract_features``, ``FeatureCache``).
+
+Hidden-state index convention: 0 = embeddings, ℓ = decoder layer ℓ, -1 = L = the last layer (after
+the final norm).
+
+Example:
+    >>> import fsar_features
+    >>> fsar_features.list_backends()
+    ['llava-next-video', 'tiny-llava-next-video', 'tiny-video-llava', 'video-llava']
+    >>> fsar_features.sample_indices(100, 8, "uniform")
+    [0, 14, 28, 42, 57, 71, 85, 99]
+"""
+
+from fsar_features import backends as _backends  # registers the backends
+from fsar_features._cache import STORAGE_DTYPES, CacheEntry, CacheFailure, FeatureCache, FeatureRecipe
+from fsar_features._decode import (
+    LayerSpec,
+    VideoFeatures,
+    find_video_span,
+    list_layer_presets,
+    list_text_poolings,
+    list_visual_poolings,
+    pool_text,
+    pool_visual,
+    register_layer_preset,
+    register_text_pooling,
+    register_visual_pooling,
+    resolve_layers,
+    select_layers,
+)
+from fsar_features._extract import (
+    ExtractionConfig,
+    ExtractionSummary,
+    FeatureExtractor,
+    VideoItem,
+    extract_features,
+    resolve_shard,
+    shard_of,
+)
+from fsar_features._registry import BackendOutput, FeatureBackend, create_backend, list_backends, register_backend
+from fsar_features._sampling import list_samplers, register_sampler, sample_indices
+from fsar_features._spatial import resize_and_center_crop
+from fsar_features._video import VideoClip, VideoReadError, read_frames
+
+del _backends
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "STORAGE_DTYPES",
+    "BackendOutput",
+    "CacheEntry",
+    "CacheFailure",
+    "ExtractionConfig",
+    "ExtractionSummary",
+    "FeatureBackend",
+    "FeatureCache",
+    "FeatureExtractor",
+    "FeatureRecipe",
+    "LayerSpec",
+    "VideoClip",
+    "VideoFeatures",
+    "VideoItem",
+    "VideoReadError",
+    "create_backend",
+    "extract_features",
+    "find_video_span",
+    "list_backends",
+    "list_layer_presets",
+    "list_samplers",
+    "list_text_poolings",
+    "list_visual_poolings",
+    "pool_text",
+    "pool_visual",
+    "read_frames",
+    "register_backend",
+    "register_layer_preset",
+    "register_sampler",
+    "register_text_pooling",
+    "register_visual_pooling",
+    "resize_and_center_crop",
+    "resolve_layers",
+    "resolve_shard",
+    "sample_indices",
+    "select_layers",
+    "shard_of",
+]

@@ -1,0 +1,536 @@
+"""The on-disk feature cache: safetensors shards, JSON manifest fragments, one recipe.
+
+Layout::
+
+    <root>/recipe.json                          the FeatureRecipe; written once, never mixed
+    <root>/shards/<writer>-<seq>.safetensors    visual [n, T, D_in], text.<role> [n_role, D_in]
+    <root>/manifest/<writer>-<seq>.json         the shard's entries (and failures): its commit record
+
+Keys: a cache holds one recipe (model, layers, pooling, sampling, frames, dtype, prompt templates),
+so an entry is keyed by video id, and each text vector records the id of the prompt that made it;
+together that is the key (video id, prompt id, model, layer, sampling).
+
+Writes are atomic: every file is written to a temporary name in the same folder, flushed,
+``fsync``-ed, then renamed over its final name with ``os.replace`` (and the folder is fsync-ed). A
+shard is written before its manifest fragment, so a process killed at any moment leaves either a
+committed shard (fragment present) or an orphan shard and temporary files that readers ignore; a
+rerun skips the committed videos and redoes the rest (``FeatureCache.clean`` removes the debris
+when no writer is running). Each writer (process) writes only files named after its own writer id,
+so many processes can fill one cache; readers merge all fragments. Should two fragments hold the
+same video (two runs of the same shard at the same time), the first by file name wins and
+``duplicates`` reports it.
+
+Reading ``visual(ids)`` / ``text(ids, role)`` returns stacked tensors, memory-mapped through
+safetensors ``safe_open`` (only the requested rows are read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
+from torch import Tensor
+
+from fsar_features._decode import VideoFeatures
+
+__all__ = ["STORAGE_DTYPES", "CacheEntry", "CacheFailure", "FeatureCache", "FeatureRecipe"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+#: Storage dtypes by name.
+STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+}
+_TEXT_PREFIX = "text."
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """How every feature in a cache was made; a cache never mixes two recipes.
+
+    Attributes:
+        backend: registry name of the backend.
+        model_id: the model (hub id, folder, or the tiny model's recipe).
+        family: fsar-prompts family of the prompts.
+        dim: D_in, the decoder width.
+        n_layers: L of the decoder.
+        layers: hidden-state indices averaged (0 = embeddings, ℓ = decoder layer ℓ, L = last).
+        visual_pooling: per-frame pooling (``mean`` or ``cls``).
+        text_pooling: text pooling (``last`` or ``mean``).
+        n_frames: T.
+        sampling: frame sampling strategy.
+        sampling_seed: seed of per-video random sampling offsets, or None (deterministic).
+        frame_size: short side frames were resized to (PIL bicubic), before the centre crop.
+        crop_size: side of the square centre crop.
+        scenario: fsar-prompts scenario.
+        roles: prompt roles run (``query``, ``support``).
+        prompts: role → the prompt: the exact id for a label-free role, ``template_id@version`` for
+            a label-aware one (each entry records its own label-specific id).
+        storage_dtype: ``float16`` (default), ``bfloat16`` or ``float32``.
+        reuse_prefix_cache: True when the text passes reused the key/value cache of prefix + video.
+        format_version: the cache layout version.
+    """
+
+    backend: str
+    model_id: str
+    family: str
+    dim: int
+    n_layers: int
+    layers: tuple[int, ...]
+    visual_pooling: str
+    text_pooling: str
+    n_frames: int
+    sampling: str
+    sampling_seed: int | None
+    frame_size: int
+    crop_size: int
+    scenario: str
+    roles: tuple[str, ...]
+    prompts: dict[str, str] = field(default_factory=dict)
+    storage_dtype: str = "float16"
+    reuse_prefix_cache: bool = True
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureRecipe:
+        """Inverse of ``to_json``.
+
+        Raises:
+            ValueError: unknown or missing fields.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown recipe fields {unknown}; known: {sorted(names)}")
+        values = dict(data)
+        for key in ("layers", "roles"):
+            if key in values:
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ValueError(f"incomplete feature recipe: {error}") from None
+
+    @property
+    def hash(self) -> str:
+        """A short stable hash of the recipe (recorded in every shard and fragment)."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached video (what a manifest fragment records).
+
+    Attributes:
+        video_id: the id.
+        shard: shard file, relative to the cache root.
+        visual_row: row of ``visual`` in the shard.
+        text_rows: role → row of ``text.<role>`` in the shard.
+        prompt_ids: role → prompt id.
+        label: class label, or None.
+        path: the source video as given.
+        frame_indices: source frame index of each of the T frames.
+        n_source_frames: frames in the source video.
+    """
+
+    video_id: str
+    shard: str
+    visual_row: int
+    text_rows: dict[str, int]
+    prompt_ids: dict[str, str]
+    label: str | None
+    path: str
+    frame_indices: tuple[int, ...]
+    n_source_frames: int
+
+
+@dataclass(frozen=True)
+class CacheFailure:
+    """A video that could not be processed, and why."""
+
+    video_id: str
+    path: str
+    reason: str
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file next to ``path``, fsync-ed; return its name."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, ``os.replace``, fsync folder)."""
+    tmp = _write_temp(path, data)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists; atomic (link of an fsync-ed temp file).
+
+    Returns:
+        True when this call created it.
+    """
+    tmp = _write_temp(path, data)
+    try:
+        os.link(tmp, path)
+        _fsync_dir(path.parent)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _recipe_diff(a: FeatureRecipe, b: FeatureRecipe) -> str:
+    da, db = a.to_json(), b.to_json()
+    return "; ".join(f"{k}: {da[k]!r} (cache) vs {db[k]!r} (this run)" for k in da if da[k] != db[k])
+
+
+class FeatureCache:
+    """A feature cache on disk: read API for trainers, plus ``create``/``writer`` for extraction.
+
+    Example:
+        >>> cache = FeatureCache.open("features/ssv2-tiny")  # doctest: +SKIP
+        >>> ids = cache.video_ids[:4]  # doctest: +SKIP
+        >>> cache.visual(ids).shape, cache.text(ids, role="query").shape  # doctest: +SKIP
+        (torch.Size([4, 8, 64]), torch.Size([4, 64]))
+    """
+
+    def __init__(self, root: str | os.PathLike[str], recipe: FeatureRecipe) -> None:
+        self.root = Path(root)
+        self.recipe = recipe
+        self._entries: dict[str, CacheEntry] = {}
+        self._failures: dict[str, CacheFailure] = {}
+        self._duplicates: list[str] = []
+        self._handles: dict[str, Any] = {}
+        self.refresh()
+
+    # ------------------------------------------------------------------ opening and creating
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> FeatureCache:
+        """Open an existing cache for reading.
+
+        Raises:
+            FileNotFoundError: no ``recipe.json`` under ``root``.
+        """
+        path = Path(root) / "recipe.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{root} is not a feature cache: it has no recipe.json")
+        return cls(root, FeatureRecipe.from_json(json.loads(path.read_text())))
+
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], recipe: FeatureRecipe) -> FeatureCache:
+        """Open the cache at ``root`` for ``recipe``, creating it if needed (safe when many processes race).
+
+        Raises:
+            ValueError: the cache exists with another recipe; the message names both, field by field.
+        """
+        root = Path(root)
+        for sub in ("shards", "manifest"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        data = (json.dumps(recipe.to_json(), indent=2, sort_keys=True) + "\n").encode()
+        if not _create_exclusive(root / "recipe.json", data):
+            existing = FeatureRecipe.from_json(json.loads((root / "recipe.json").read_text()))
+            if existing != recipe:
+                raise ValueError(
+                    f"the feature cache {str(root)!r} was made with another recipe, and a cache never mixes "
+                    f"recipes; differences: {_recipe_diff(existing, recipe)}. Use a new folder for this recipe."
+                )
+        return cls(root, recipe)
+
+    def refresh(self) -> None:
+        """Re-read the manifest fragments (to see what other processes committed since)."""
+        entries: dict[str, CacheEntry] = {}
+        failures: dict[str, CacheFailure] = {}
+        duplicates: list[str] = []
+        manifest = self.root / "manifest"
+        names = sorted(p.name for p in manifest.glob("*.json")) if manifest.is_dir() else []
+        for name in names:
+            fragment = json.loads((manifest / name).read_text())
+            if fragment.get("recipe") != self.recipe.hash:
+                raise ValueError(
+                    f"manifest fragment {name} was written for recipe {fragment.get('recipe')}, "
+                    f"not this cache's {self.recipe.hash}"
+                )
+            for raw in fragment["entries"]:
+                entry = CacheEntry(
+                    video_id=raw["video_id"],
+                    shard=fragment["shard"],
+                    visual_row=raw["visual_row"],
+                    text_rows=raw["text_rows"],
+                    prompt_ids=raw["prompt_ids"],
+                    label=raw["label"],
+                    path=raw["path"],
+                    frame_indices=tuple(raw["frame_indices"]),
+                    n_source_frames=raw["n_source_frames"],
+                )
+                if entry.video_id in entries:
+                    duplicates.append(entry.video_id)
+                else:
+                    entries[entry.video_id] = entry
+            for raw in fragment.get("failures", []):
+                failures[raw["video_id"]] = CacheFailure(raw["video_id"], raw["path"], raw["reason"])
+        self._entries = dict(sorted(entries.items()))
+        self._failures = {k: v for k, v in sorted(failures.items()) if k not in entries}
+        self._duplicates = duplicates
+
+    def writer(self, writer_id: str, videos_per_shard: int = 256) -> CacheWriter:
+        """A writer that commits shards of ``videos_per_shard`` videos under ``writer_id``."""
+        return CacheWriter(self, writer_id, videos_per_shard)
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._entries
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.root)!r}, videos={len(self)}, model={self.recipe.model_id!r})"
+
+    @property
+    def video_ids(self) -> list[str]:
+        """Ids of the cached videos, sorted."""
+        return list(self._entries)
+
+    @property
+    def labels(self) -> dict[str, str | None]:
+        """Video id → label as recorded (None for videos extracted without one)."""
+        return {k: e.label for k, e in self._entries.items()}
+
+    @property
+    def failures(self) -> list[CacheFailure]:
+        """Videos that failed and have not been cached since."""
+        return list(self._failures.values())
+
+    @property
+    def duplicates(self) -> list[str]:
+        """Video ids committed more than once (expected empty; the first commit is the one read)."""
+        return list(self._duplicates)
+
+    def entry(self, video_id: str) -> CacheEntry:
+        """The manifest entry of one video.
+
+        Raises:
+            KeyError: the video is not cached.
+        """
+        try:
+            return self._entries[video_id]
+        except KeyError:
+            raise KeyError(f"video {video_id!r} is not in the feature cache {str(self.root)!r}") from None
+
+    def _handle(self, shard: str) -> Any:
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(str(self.root / shard), framework="pt")
+        return self._handles[shard]
+
+    def _gather(self, tensor: str, rows: Sequence[tuple[str, int]], dtype: torch.dtype | None) -> Tensor:
+        """Stack ``tensor`` rows ``[(shard, row), …]`` in order; contiguous runs are read in one slice."""
+        parts: list[Tensor] = []
+        i = 0
+        while i < len(rows):
+            shard, start = rows[i]
+            j = i + 1
+            while j < len(rows) and rows[j] == (shard, start + (j - i)):
+                j += 1
+            parts.append(self._handle(shard).get_slice(tensor)[start : start + (j - i)])
+            i = j
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return out if dtype is None else out.to(dtype)
+
+    def visual(self, video_ids: Sequence[str], *, dtype: torch.dtype | None = None) -> Tensor:
+        """Visual features of ``video_ids``, stacked: ``[B, T, D_in]`` (storage dtype unless ``dtype``).
+
+        Raises:
+            KeyError: a video that is not cached (the message names it).
+        """
+        return self._gather("visual", [(self.entry(v).shard, self.entry(v).visual_row) for v in video_ids], dtype)
+
+    def text(self, video_ids: Sequence[str], role: str = "query", *, dtype: torch.dtype | None = None) -> Tensor:
+        """Text features of ``video_ids`` under ``role``'s prompt, stacked: ``[B, D_in]``.
+
+        Raises:
+            ValueError: a role the cache did not run, or videos without that role (e.g. ``support``
+                for a video extracted without a label); the message names them.
+            KeyError: a video that is not cached.
+        """
+        if role not in self.recipe.roles:
+            raise ValueError(f"unknown role {role!r} for this cache; its roles: {', '.join(self.recipe.roles)}")
+        entries = [self.entry(v) for v in video_ids]
+        missing = [e.video_id for e in entries if role not in e.text_rows]
+        if missing:
+            raise ValueError(f"videos without a {role!r} text feature (no label?): {missing[:10]}")
+        return self._gather(_TEXT_PREFIX + role, [(e.shard, e.text_rows[role]) for e in entries], dtype)
+
+    def features(self, video_id: str) -> VideoFeatures:
+        """One cached video as ``VideoFeatures`` (in the storage dtype)."""
+        entry = self.entry(video_id)
+        return VideoFeatures(
+            video_id=video_id,
+            visual=self.visual([video_id])[0],
+            text={role: self.text([video_id], role)[0] for role in entry.text_rows},
+            prompt_ids=dict(entry.prompt_ids),
+            model_id=self.recipe.model_id,
+            layers=self.recipe.layers,
+            visual_pooling=self.recipe.visual_pooling,
+            text_pooling=self.recipe.text_pooling,
+            sampling=self.recipe.sampling,
+            frame_indices=entry.frame_indices,
+            label=entry.label,
+            n_source_frames=entry.n_source_frames,
+        )
+
+    def clean(self) -> list[Path]:
+        """Delete temporary files and shards no fragment commits (debris of killed writers).
+
+        Run only when no writer is active: a live writer's shard is "orphan" until it commits.
+
+        Returns:
+            The deleted paths.
+        """
+        committed = {e.shard for e in self._entries.values()}
+        manifest = self.root / "manifest"
+        for name in (p.name for p in manifest.glob("*.json")):
+            committed.add(json.loads((manifest / name).read_text()).get("shard"))
+        removed = []
+        for folder in (self.root / "shards", self.root / "manifest", self.root):
+            for path in folder.glob(".*.tmp-*"):
+                path.unlink()
+                removed.append(path)
+        for path in (self.root / "shards").glob("*.safetensors"):
+            if f"shards/{path.name}" not in committed:
+                path.unlink()
+                removed.append(path)
+        return removed
+
+
+class CacheWriter:
+    """Buffers features and commits them as (shard, fragment) pairs; see the module docstring.
+
+    Args:
+        cache: the cache (its recipe gives the storage dtype).
+        writer_id: unique per process and run (file names start with it).
+        videos_per_shard: videos per shard file; a kill loses at most this many uncommitted videos.
+    """
+
+    def __init__(self, cache: FeatureCache, writer_id: str, videos_per_shard: int = 256) -> None:
+        if videos_per_shard < 1:
+            raise ValueError(f"videos_per_shard must be at least 1, got {videos_per_shard}")
+        self.cache = cache
+        self.writer_id = writer_id
+        self.videos_per_shard = videos_per_shard
+        self._dtype = STORAGE_DTYPES[cache.recipe.storage_dtype]
+        self._buffer: list[tuple[VideoFeatures, str]] = []
+        self._failures: list[CacheFailure] = []
+        self._seq = 0
+        self.committed = 0
+
+    def add(self, features: VideoFeatures, path: str | os.PathLike[str]) -> None:
+        """Queue one video's features; commits a shard when the buffer is full."""
+        self._buffer.append((features, str(path)))
+        if len(self._buffer) >= self.videos_per_shard:
+            self.flush()
+
+    def add_failure(self, video_id: str, path: str | os.PathLike[str], reason: str) -> None:
+        """Record a video that could not be processed (committed with the next shard)."""
+        self._failures.append(CacheFailure(video_id, str(path), reason))
+
+    def _tensors(self) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+        visual, texts, entries = [], {}, []
+        for row, (feat, path) in enumerate(self._buffer):
+            visual.append(feat.visual)
+            text_rows = {}
+            for role, vector in feat.text.items():
+                texts.setdefault(role, []).append(vector)
+                text_rows[role] = len(texts[role]) - 1
+            entries.append(
+                {
+                    "video_id": feat.video_id,
+                    "visual_row": row,
+                    "text_rows": text_rows,
+                    "prompt_ids": feat.prompt_ids,
+                    "label": feat.label,
+                    "path": path,
+                    "frame_indices": list(feat.frame_indices),
+                    "n_source_frames": feat.n_source_frames,
+                }
+            )
+        tensors = {"visual": torch.stack(visual)}  # [n, T, D_in]
+        tensors.update({_TEXT_PREFIX + role: torch.stack(v) for role, v in texts.items()})  # [n_role, D_in]
+        out = {}
+        for name, tensor in tensors.items():
+            stored = tensor.detach().to("cpu", self._dtype).contiguous()
+            if not torch.isfinite(stored).all():
+                raise ValueError(
+                    f"features overflow {self.cache.recipe.storage_dtype} ({name}: largest |x| = "
+                    f"{tensor.abs().max().item():.3g}); use storage_dtype='bfloat16' or 'float32'"
+                )
+            out[name] = stored
+        return out, entries
+
+    def flush(self) -> None:
+        """Commit buffered features and failures: shard first, then its manifest fragment."""
+        if not self._buffer and not self._failures:
+            return
+        name = f"{self.writer_id}-{self._seq:06d}"
+        shard = None
+        entries: list[dict[str, Any]] = []
+        if self._buffer:
+            tensors, entries = self._tensors()
+            shard = f"shards/{name}.safetensors"
+            data = save_safetensors(tensors, metadata={"recipe": self.cache.recipe.hash, "writer": self.writer_id})
+            atomic_write(self.cache.root / shard, data)
+        fragment = {
+            "format": FORMAT_VERSION,
+            "recipe": self.cache.recipe.hash,
+            "writer": self.writer_id,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "shard": shard,
+            "entries": entries,
+            "failures": [dataclasses.asdict(f) for f in self._failures],
+        }
+        atomic_write(self.cache.root / "manifest" / f"{name}.json", (json.dumps(fragment) + "\n").encode())
+        self.committed += len(entries)
+        self._seq += 1
+        self._buffer, self._failures = [], []
+        log.debug("committed %s: %d videos", name, len(entries))
+
+    def pending(self) -> Iterable[str]:
+        """Ids of the buffered, not yet committed videos."""
+        return [f.video_id for f, _ in self._buffer]

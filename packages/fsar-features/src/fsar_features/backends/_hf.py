@@ -1,0 +1,295 @@
+"""Plumbing shared by the transformers LLaVA-family backends: one backend class, loading, tiny tokenizer.
+
+A family module (``video_llava.py``, ``llava_next_video.py``) supplies what differs: the model class,
+the number of video tokens per frame (read from the config), whether each frame starts with a CLS
+token, and a small config for its tiny variant.
+
+Preprocessing does not use transformers' video processors (they need torchvision): frames are
+resized and centre-cropped by ``fsar_features._spatial`` exactly as the CLIP image processors do,
+then rescaled and normalised here, which matches ``VideoLlavaImageProcessor`` per frame
+(``tests/features/test_backends.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from fsar_features._registry import BackendOutput
+from fsar_features._spatial import resize_and_center_crop
+from fsar_prompts import RenderedPrompt
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "TINY_SPECIAL_TOKENS",
+    "HFVideoBackend",
+    "Preprocessing",
+    "build_tiny_tokenizer",
+    "default_device_dtype",
+    "load_pretrained",
+    "read_preprocessing",
+    "seeded_init",
+]
+
+log = logging.getLogger(__name__)
+
+#: OpenAI CLIP normalisation, the default of every CLIP-tower video MLLM here.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: Special tokens of the tiny tokenizer, in id order (ids 0 … 5).
+TINY_SPECIAL_TOKENS = ("<unk>", "<pad>", "<s>", "</s>", "<image>", "<video>")
+
+
+def default_device_dtype(
+    device: str | torch.device | None, dtype: str | torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """CUDA when available, else CPU; bf16 on CUDA, fp32 on CPU unless ``dtype`` says otherwise.
+
+    Raises:
+        ValueError: a dtype name that is not a torch floating dtype.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype, None)
+        if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+            raise ValueError(f"unknown dtype {dtype!r}; valid: float32, bfloat16, float16")
+        dtype = resolved
+    return dev, dtype
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Spatial and colour preprocessing, from the checkpoint's processor config when there is one."""
+
+    frame_size: int  # short side after resizing
+    crop_size: int  # square crop the vision tower takes (its image_size)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def read_preprocessing(folder: Path | None, image_size: int) -> Preprocessing:
+    """Read size and normalisation from ``(video_)preprocessor_config.json``; CLIP defaults otherwise."""
+    config: dict[str, Any] = {}
+    if folder is not None:
+        for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+            if (folder / name).is_file():
+                config = json.loads((folder / name).read_text())
+                break
+    size = config.get("size") or {}
+    frame_size = size.get("shortest_edge", image_size) if isinstance(size, dict) else int(size)
+    return Preprocessing(
+        frame_size=int(frame_size),
+        crop_size=image_size,  # the vision tower's position embeddings fix the input side
+        mean=tuple(config.get("image_mean", CLIP_MEAN)),
+        std=tuple(config.get("image_std", CLIP_STD)),
+    )
+
+
+class HFVideoBackend:
+    """A transformers LLaVA-family video MLLM behind the ``FeatureBackend`` protocol.
+
+    Args:
+        name: registry name.
+        model: the ``…ForConditionalGeneration`` model (its ``.model`` runs without the LM head).
+        tokenizer: the matching tokenizer; the video placeholder must be one token.
+        model_id: what the cache recipe records.
+        family: fsar-prompts family.
+        tokens_per_frame: V, from the config.
+        has_cls: whether each frame's first video token is the CLS token.
+        preprocessing: sizes and normalisation.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        model_id: str,
+        family: str,
+        tokens_per_frame: int,
+        has_cls: bool,
+        preprocessing: Preprocessing,
+    ) -> None:
+        config = model.config
+        text_config = config.get_text_config()
+        self.name = name
+        self.model = model.eval().requires_grad_(False)  # frozen: features only
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.family = family
+        self.frame_size = preprocessing.frame_size
+        self.crop_size = preprocessing.crop_size
+        self.n_layers = int(text_config.num_hidden_layers)
+        self.hidden_size = int(text_config.hidden_size)
+        self.tokens_per_frame = tokens_per_frame
+        self.has_cls = has_cls
+        self.video_token_id = int(config.video_token_id)
+        pad = tokenizer.pad_token_id
+        if pad is None or pad == self.video_token_id:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_token_id = int(pad)
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32)
+        self._std = torch.tensor(preprocessing.std, dtype=torch.float32)
+        self._placeholder_id = tokenizer.convert_tokens_to_ids("<video>")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r}, L={self.n_layers}, "
+            f"D_in={self.hidden_size}, V={self.tokens_per_frame}, device={self.device}, dtype={self.dtype})"
+        )
+
+    def pixel_values(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 ``[B, T, H, W, 3]`` → normalised ``[B, T, 3, crop, crop]`` (see ``FeatureBackend``)."""
+        array = frames.numpy() if isinstance(frames, Tensor) else np.asarray(frames)
+        if array.ndim != 5 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [B, T, H, W, 3], got {array.dtype} {list(array.shape)}")
+        if array.shape[2:4] != (self.crop_size, self.crop_size):
+            array = np.stack([resize_and_center_crop(clip, self.frame_size, self.crop_size) for clip in array])
+        x = torch.from_numpy(array).to(torch.float32) / 255.0  # [B, T, H, W, 3]
+        x = (x - self._mean) / self._std
+        x = rearrange(x, "b t h w c -> b t c h w")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def tokenize(self, prompt: RenderedPrompt, n_frames: int) -> list[int]:
+        """Ids of ``prefix + placeholder × (T · V) + suffix`` (see ``FeatureBackend``)."""
+        if prompt.family != self.family or prompt.prefix is None or prompt.suffix is None:
+            raise ValueError(
+                f"backend {self.name!r} takes video prompts of the {self.family!r} family, got a "
+                f"{prompt.family!r} {prompt.role!r} prompt ({prompt.id})"
+            )
+        n_video = n_frames * self.tokens_per_frame
+        # Expanding the placeholder in the text and tokenising once is what the transformers
+        # processors do, so the tokens around the video are the processor's.
+        text = prompt.prefix + prompt.video_placeholder * n_video + prompt.suffix
+        ids = list(self.tokenizer(text).input_ids)
+        if self._placeholder_id != self.video_token_id:
+            ids = [self.video_token_id if i == self._placeholder_id else i for i in ids]
+        found = sum(1 for i in ids if i == self.video_token_id)
+        if found != n_video:
+            raise ValueError(
+                f"expanding {prompt.video_placeholder!r} for T={n_frames} × V={self.tokens_per_frame} should give "
+                f"{n_video} video tokens (id {self.video_token_id}) but the tokenizer gave {found}"
+            )
+        return ids
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        pixel_values: Tensor | None = None,
+        *,
+        cache: Any | None = None,
+        use_cache: bool = False,
+    ) -> BackendOutput:
+        """Decoder forward with all hidden states (see ``FeatureBackend``); no LM head."""
+        out = self.model.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            pixel_values_videos=pixel_values,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=True,
+            return_dict=True,
+        )
+        return BackendOutput(hidden_states=tuple(out.hidden_states), cache=out.cache if use_cache else None)
+
+
+def load_pretrained(
+    model_class: type[nn.Module],
+    model: str | os.PathLike[str],
+    *,
+    family: str,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[nn.Module, PreTrainedTokenizerBase, Path | None]:
+    """Load model and tokenizer from a local folder or the Hugging Face cache.
+
+    Returns:
+        The model (eval, on ``device``), the tokenizer, and the local folder holding the processor
+        config (None when it could not be located).
+
+    Raises:
+        FileNotFoundError: the model cannot be found; one sentence naming it (and why: a missing
+            folder, a folder without ``config.json``, or no download allowed offline).
+    """
+    from transformers import AutoTokenizer
+    from transformers.utils import cached_file
+
+    ref = str(model)
+    local = Path(ref).expanduser()
+    looks_local = local.exists() or ref.startswith((".", "/", "~")) or ref.count("/") > 1  # hub ids are "org/name"
+    if looks_local and not (local / "config.json").is_file():
+        what = "has no config.json" if local.is_dir() else "does not exist"
+        raise FileNotFoundError(f"cannot load the {family} model: the folder {ref!r} {what}")
+    try:
+        loaded = model_class.from_pretrained(ref, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        why = "downloads are off (HF_HUB_OFFLINE=1)" if offline else f"loading failed ({error})"
+        raise FileNotFoundError(
+            f"cannot load the {family} model {ref!r}: it is neither a local checkpoint folder nor in the "
+            f"Hugging Face cache, and {why}"
+        ) from None
+    folder: Path | None = local if local.is_dir() else None
+    if folder is None:
+        config_file = cached_file(ref, "config.json", _raise_exceptions_for_missing_entries=False)
+        folder = Path(config_file).parent if config_file else None
+    return loaded.to(device).eval(), tokenizer, folder
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
+    """A deterministic byte-level tokenizer built in code (no files, no training).
+
+    Every byte is one token (ids 6 … 261, in the order of ``ByteLevel.alphabet()`` sorted), after
+    the special tokens ``<unk> <pad> <s> </s> <image> <video>`` (ids 0 … 5). ``<s>`` is prepended to
+    every encoded text, as Llama tokenizers do. Any text encodes, so every label works.
+
+    Example:
+        >>> tok = build_tiny_tokenizer()
+        >>> len(tok), tok.convert_tokens_to_ids("<video>"), tok("USER: <video>").input_ids[:3]
+        (262, 5, [2, 58, 56])
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS)}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+    )
+
+
+def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a model with weights from ``seed`` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()

@@ -1,0 +1,147 @@
+"""Backends: registry, tiny models, tokenisation, preprocessing, loading from a folder offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import VideoLlavaImageProcessor
+
+import fsar_features
+from fsar_features import FeatureBackend, FeatureExtractor, create_backend, list_backends
+from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, default_device_dtype
+from fsar_prompts import render_prompt
+
+
+def test_registry_lists_every_backend_and_rejects_unknown_names() -> None:
+    assert list_backends() == ["llava-next-video", "tiny-llava-next-video", "tiny-video-llava", "video-llava"]
+    with pytest.raises(ValueError, match="unknown feature backend 'clip'; registered: llava-next-video, "):
+        create_backend("clip")
+
+
+def test_create_backend_passes_a_backend_object_through(tiny_backend: FeatureBackend) -> None:
+    assert create_backend(tiny_backend) is tiny_backend
+    assert isinstance(tiny_backend, FeatureBackend)
+    with pytest.raises(ValueError, match="keyword arguments"):
+        create_backend(tiny_backend, seed=1)
+
+
+def test_duplicate_backend_registration_is_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        fsar_features.register_backend("video-llava")(lambda: None)
+
+
+@pytest.mark.parametrize("name", ["tiny-video-llava", "tiny-llava-next-video"])
+def test_tiny_backends_are_seeded_and_leave_the_global_rng_alone(name: str) -> None:
+    state = torch.random.get_rng_state()
+    a, b, c = create_backend(name), create_backend(name), create_backend(name, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (key, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), key
+    assert not torch.equal(
+        a.model.model.language_model.embed_tokens.weight, c.model.model.language_model.embed_tokens.weight
+    )
+
+
+def test_tokens_per_frame_comes_from_the_config() -> None:
+    assert create_backend("tiny-video-llava").tokens_per_frame == 17  # (32/8)² patches + CLS
+    assert create_backend("tiny-video-llava", image_size=48, patch_size=8).tokens_per_frame == 37  # 36 + CLS
+    assert create_backend("tiny-llava-next-video").tokens_per_frame == 4  # 4×4 patches pooled by stride 2
+
+
+@pytest.mark.parametrize("name", ["tiny-video-llava", "tiny-llava-next-video"])
+def test_tokenize_expands_the_placeholder_into_one_span_of_t_times_v_tokens(name: str) -> None:
+    backend = create_backend(name)
+    prompt = render_prompt(backend.family, "support", "temporal", label="Pushing [something] left")
+    ids = backend.tokenize(prompt, 8)
+    start, end = fsar_features.find_video_span(ids, backend.video_token_id, 8 * backend.tokens_per_frame)
+    assert backend.tokenizer.decode(ids[end:]) == prompt.suffix
+    assert backend.tokenizer.decode(ids[1:start]) == prompt.prefix  # ids[0] is <s>
+    assert ids[0] == backend.tokenizer.bos_token_id
+
+
+def test_tokenize_refuses_a_prompt_of_another_family(tiny_backend: FeatureBackend) -> None:
+    with pytest.raises(ValueError, match="takes video prompts of the 'video-llava' family, got a 'qwen2-vl'"):
+        tiny_backend.tokenize(render_prompt("qwen2-vl", "query"), 8)
+
+
+def test_pixel_values_match_the_video_llava_image_processor_per_frame(tiny_backend: FeatureBackend) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 45, 70, 3), dtype=np.uint8)  # [B, T, H, W, 3]
+    processor = VideoLlavaImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=CLIP_MEAN, image_std=CLIP_STD
+    )
+    ours = tiny_backend.pixel_values(frames)  # [B, T, 3, 32, 32]
+    for b in range(2):
+        ref = processor(images=list(frames[b]), return_tensors="pt", return_legacy_image_output=False)
+        torch.testing.assert_close(ours[b], ref["pixel_values"], atol=1e-5, rtol=0)
+
+
+def test_default_device_and_dtype_are_bf16_on_cuda_and_fp32_on_cpu() -> None:
+    assert default_device_dtype("cpu", None) == (torch.device("cpu"), torch.float32)
+    assert default_device_dtype("cuda", None) == (torch.device("cuda"), torch.bfloat16)
+    assert default_device_dtype("cpu", "bfloat16")[1] == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'half-ish'"):
+        default_device_dtype("cpu", "half-ish")
+
+
+def _save_tiny(backend: FeatureBackend, folder: Path, *, mean: tuple[float, ...] = CLIP_MEAN) -> Path:
+    backend.model.save_pretrained(folder)
+    backend.tokenizer.save_pretrained(folder)
+    VideoLlavaImageProcessor(
+        size={"shortest_edge": backend.frame_size},
+        crop_size={"height": backend.crop_size, "width": backend.crop_size},
+        image_mean=list(mean),
+        image_std=list(CLIP_STD),
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("tiny", "real"), [("tiny-video-llava", "video-llava"), ("tiny-llava-next-video", "llava-next-video")]
+)
+def test_from_pretrained_round_trip_offline_gives_the_same_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_video, tiny: str, real: str
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    saved = create_backend(tiny)
+    folder = _save_tiny(saved, tmp_path / "checkpoint")
+    loaded = create_backend(real, model=str(folder), device="cpu")
+    assert (loaded.model_id, loaded.dtype, loaded.tokens_per_frame) == (
+        str(folder),
+        torch.float32,
+        saved.tokens_per_frame,
+    )
+    assert (loaded.frame_size, loaded.crop_size, loaded.video_token_id) == (32, 32, saved.video_token_id)
+    video = make_video("v.mp4", 30)
+    a = FeatureExtractor(saved).extract(video, label="jump")
+    b = FeatureExtractor(loaded).extract(video, label="jump")
+    assert torch.equal(a.visual, b.visual)
+    assert all(torch.equal(a.text[r], b.text[r]) for r in a.text)
+    assert a.prompt_ids == b.prompt_ids
+
+
+def test_from_pretrained_reads_normalisation_from_the_processor_config(tmp_path: Path) -> None:
+    folder = _save_tiny(create_backend("tiny-video-llava"), tmp_path / "ckpt", mean=(0.5, 0.5, 0.5))
+    loaded = create_backend("video-llava", model=folder, device="cpu", model_id="tiny-saved")
+    white = np.full((1, 1, 32, 32, 3), 255, np.uint8)
+    expected = (1.0 - 0.5) / torch.tensor(CLIP_STD)
+    torch.testing.assert_close(loaded.pixel_values(white)[0, 0, :, 0, 0], expected)
+    assert loaded.model_id == "tiny-saved"
+
+
+def test_a_missing_local_model_gives_one_sentence_naming_the_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(FileNotFoundError, match=rf"the folder '{missing}' does not exist") as info:
+        create_backend("video-llava", model=missing, device="cpu")
+    assert str(info.value).count(". ") == 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no config\.json"):
+        create_backend("video-llava", model=tmp_path / "empty", device="cpu")
+
+
+def test_an_uncached_hub_id_offline_names_the_id_and_the_offline_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"'fsar-test/no-such-model'.*HF_HUB_OFFLINE=1"):
+        create_backend("video-llava", model="fsar-test/no-such-model", device="cpu")

@@ -1,0 +1,52 @@
+"""The command line on a folder of videos: exit status 0 / 1 / 2, labels from folders, info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsar_features import FeatureCache
+from fsar_features._cli import find_videos, main
+
+
+@pytest.fixture
+def video_folder(make_video, tmp_path: Path) -> Path:
+    for k, label in enumerate(["jumping", "jumping", "running"]):
+        make_video(f"videos/{label}/clip{k}.mp4", 20 + k, seed=k)
+    return tmp_path / "videos"
+
+
+def test_find_videos_takes_labels_from_class_folders(video_folder: Path) -> None:
+    items = find_videos(video_folder, labels="folder")
+    assert [(it.video_id, it.label) for it in items] == [
+        ("jumping/clip0", "jumping"),
+        ("jumping/clip1", "jumping"),
+        ("running/clip2", "running"),
+    ]
+    assert all(it.label is None for it in find_videos(video_folder, labels="none"))
+
+
+def test_extract_then_info_exit_zero_and_write_a_readable_cache(
+    video_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["extract", str(video_folder), str(tmp_path / "cache"), "--no-progress", "--batch-size", "2"]) == 0
+    cache = FeatureCache.open(tmp_path / "cache")
+    assert cache.labels == {"jumping/clip0": "jumping", "jumping/clip1": "jumping", "running/clip2": "running"}
+    assert cache.text(cache.video_ids, "support").shape == (3, 64)
+    assert main(["info", str(tmp_path / "cache")]) == 0
+    assert "videos=3" in capsys.readouterr().out
+
+
+def test_a_broken_video_makes_the_exit_status_one(video_folder: Path, tmp_path: Path) -> None:
+    (video_folder / "running" / "broken.mp4").write_bytes(b"")
+    assert main(["extract", str(video_folder), str(tmp_path / "cache"), "--no-progress"]) == 1
+    assert len(FeatureCache.open(tmp_path / "cache")) == 3
+
+
+def test_usage_errors_exit_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract", str(tmp_path / "missing"), str(tmp_path / "cache"), "--no-progress"]) == 2
+    assert "is not a folder of videos" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["extract", str(tmp_path), str(tmp_path / "c"), "--backend", "clip"])
+    assert info.value.code == 2
