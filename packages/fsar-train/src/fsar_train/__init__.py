@@ -1,0 +1,144 @@
+"""fsar-train: FSAR datasets and splits, the synthetic-actions dataset, episodic training and evaluation.
+
+- **Splits**: ``read_split_file`` reads both public line formats; ``match_videos`` pairs entries
+  with files and reports missing videos per class; presets for SSv2-Full, SSv2-Small, Kinetics-100,
+  UCF101 and HMDB51 (``list_presets``).
+- **synthetic-actions**: ``generate_synthetic_actions`` writes 44 compositional motion classes as
+  mp4 files (no download).
+- **Episodes**: ``EpisodeSampler`` (pure, seeded, validated) and ``EpisodeList`` (fixed, saved).
+- **Training**: ``train`` any fsar-metric module on a ``FeatureSource`` (AdamW, warm-up + cosine,
+  gradient accumulation, clipping, meta-val selection, exact resume, DDP under torchrun).
+- **Evaluation**: ``evaluate_methods`` on one episode list, mean ± 1.96·σ/√N, per-class accuracy,
+  confusion matrix; ``run_experiment`` does it all from a config.
+
+Example:
+    >>> import torch
+    >>> from fsar_train import EpisodeSampler, TensorFeatures, build_episode
+    >>> source = TensorFeatures(torch.randn(12, 8, 32), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    >>> indices = EpisodeSampler(source.labels, n_way=3, n_shot=1, n_query=2, seed=0).episode(0)
+    >>> episode = build_episode(source, indices)
+    >>> episode.support.shape, episode.query.shape, episode.query_labels.tolist()
+    (torch.Size([3, 1, 8, 32]), torch.Size([6, 8, 32]), [0, 0, 1, 1, 2, 2])
+"""
+
+from fsar_train import _mllm, _pixels  # noqa: F401  (register the "mllm" and "pixels" feature sources)
+from fsar_train._config import (
+    DataConfig,
+    EpisodeConfig,
+    EvalConfig,
+    ExperimentConfig,
+    FeatureConfig,
+    MetricConfig,
+    SyntheticConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    config_to_toml,
+    list_presets,
+    load_config,
+    load_preset,
+)
+from fsar_train._datasets import load_splits
+from fsar_train._episodes import EpisodeIndices, EpisodeList, EpisodeSampler, video_list_hash
+from fsar_train._evaluate import MethodResult, evaluate_methods, mean_ci, results_table, run_episodes, uses_class_names
+from fsar_train._features import FeatureSource, TensorFeatures, TextRole, build_episode, class_anchors
+from fsar_train._mllm import CachedFeatures, mllm_cache_dir
+from fsar_train._pixels import decode_frames, pixel_features, segment_centres
+from fsar_train._plots import plot_accuracy_vs_shots, plot_confusion, plot_training_curves
+from fsar_train._run import ExperimentResult, evaluate_run, load_sources, run_experiment
+from fsar_train._sources import create_feature_source, list_feature_sources, register_feature_source
+from fsar_train._splits import (
+    DatasetSplit,
+    MissingReport,
+    MissingVideosError,
+    SplitEntry,
+    VideoRecord,
+    match_videos,
+    read_class_names,
+    read_csv_split,
+    read_folder_split,
+    read_split_file,
+)
+from fsar_train._synthetic import (
+    SyntheticClass,
+    SyntheticVideo,
+    generate_synthetic_actions,
+    render_video,
+    synthetic_classes,
+    synthetic_videos,
+)
+from fsar_train._train import TrainResult, build_metric, lr_factor, prepare_run_dir, resolve_device, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CachedFeatures",
+    "DataConfig",
+    "DatasetSplit",
+    "EpisodeConfig",
+    "EpisodeIndices",
+    "EpisodeList",
+    "EpisodeSampler",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ExperimentResult",
+    "FeatureConfig",
+    "FeatureSource",
+    "MethodResult",
+    "MetricConfig",
+    "MissingReport",
+    "MissingVideosError",
+    "SplitEntry",
+    "SyntheticClass",
+    "SyntheticConfig",
+    "SyntheticVideo",
+    "TensorFeatures",
+    "TextRole",
+    "TrainConfig",
+    "TrainResult",
+    "VideoRecord",
+    "apply_overrides",
+    "build_episode",
+    "build_metric",
+    "class_anchors",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_toml",
+    "create_feature_source",
+    "decode_frames",
+    "evaluate_methods",
+    "evaluate_run",
+    "generate_synthetic_actions",
+    "list_feature_sources",
+    "list_presets",
+    "load_config",
+    "load_preset",
+    "load_sources",
+    "load_splits",
+    "lr_factor",
+    "match_videos",
+    "mean_ci",
+    "mllm_cache_dir",
+    "pixel_features",
+    "plot_accuracy_vs_shots",
+    "plot_confusion",
+    "plot_training_curves",
+    "prepare_run_dir",
+    "read_class_names",
+    "read_csv_split",
+    "read_folder_split",
+    "read_split_file",
+    "register_feature_source",
+    "render_video",
+    "resolve_device",
+    "results_table",
+    "run_episodes",
+    "run_experiment",
+    "segment_centres",
+    "synthetic_classes",
+    "synthetic_videos",
+    "train",
+    "uses_class_names",
+    "video_list_hash",
+]

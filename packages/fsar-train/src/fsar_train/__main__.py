@@ -1,0 +1,5 @@
+"""``python -m fsar_train``: see ``fsar_train.cli``."""
+
+from fsar_train.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""What the trainer reads: a ``FeatureSource`` protocol, an in-memory implementation, episode assembly.
+
+A feature source is one split's videos with their class labels and cached features: per-frame
+visual features ``[T, D]`` and, optionally, one text feature ``[D]`` per prompt role. The
+fsar-features cache implements the same protocol; ``TensorFeatures`` holds tensors in memory
+(tests, the synthetic feature task, benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from fsar_metric import Episode
+from fsar_train._episodes import EpisodeIndices
+
+__all__ = ["FeatureSource", "TensorFeatures", "TextRole", "build_episode", "class_anchors"]
+
+#: ``support``: the label-aware prompt (names the class); ``query``: the label-free prompt.
+TextRole = Literal["support", "query"]
+
+
+@runtime_checkable
+class FeatureSource(Protocol):
+    """One split's videos, labels and cached features, addressed by position ``0..V-1``."""
+
+    @property
+    def video_ids(self) -> Sequence[str]:
+        """``[V]`` video ids, in position order."""
+        ...
+
+    @property
+    def labels(self) -> Sequence[int]:
+        """``[V]`` class index of each video into ``class_names``."""
+        ...
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        """``[C]`` the split's class names."""
+        ...
+
+    @property
+    def text_roles(self) -> frozenset[str]:
+        """The prompt roles with cached text features: a subset of ``{"support", "query"}``."""
+        ...
+
+    def visual(self, positions: Sequence[int]) -> Tensor:
+        """Per-frame visual features ``[B, T, D]`` of the videos at ``positions`` (any float dtype)."""
+        ...
+
+    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
+        """Text features ``[B, D]`` of the videos at ``positions`` under the prompt ``role``.
+
+        Raises:
+            KeyError: ``role`` is not in ``text_roles``.
+        """
+        ...
+
+
+class TensorFeatures:
+    """An in-memory ``FeatureSource`` built from tensors.
+
+    Args:
+        visual: ``[V, T, D]`` per-frame features.
+        labels: ``[V]`` class indices into ``class_names``.
+        class_names: ``[C]`` names; default ``class0 … class{C-1}``.
+        video_ids: ``[V]`` ids; default ``"0" … "V-1"``.
+        support_text: ``[V, D]`` text under the label-aware prompt, or None.
+        query_text: ``[V, D]`` text under the label-free prompt, or None.
+
+    Example:
+        >>> import torch
+        >>> src = TensorFeatures(torch.randn(6, 8, 16), [0, 0, 1, 1, 2, 2])
+        >>> src.visual([0, 5]).shape, src.class_names, sorted(src.text_roles)
+        (torch.Size([2, 8, 16]), ['class0', 'class1', 'class2'], [])
+    """
+
+    def __init__(
+        self,
+        visual: Tensor,
+        labels: Sequence[int] | Tensor,
+        *,
+        class_names: Sequence[str] | None = None,
+        video_ids: Sequence[str] | None = None,
+        support_text: Tensor | None = None,
+        query_text: Tensor | None = None,
+    ) -> None:
+        if visual.dim() != 3:
+            raise ValueError(f"visual must be [V, T, D], got shape {list(visual.shape)}")
+        n_videos = visual.shape[0]
+        label_list = [int(x) for x in (labels.tolist() if isinstance(labels, Tensor) else labels)]
+        if len(label_list) != n_videos:
+            raise ValueError(f"{len(label_list)} labels for {n_videos} videos")
+        n_classes = max(label_list, default=-1) + 1
+        names = list(class_names) if class_names is not None else [f"class{c}" for c in range(n_classes)]
+        if label_list and (min(label_list) < 0 or max(label_list) >= len(names)):
+            raise ValueError(f"labels must lie in 0..{len(names) - 1}")
+        ids = list(video_ids) if video_ids is not None else [str(i) for i in range(n_videos)]
+        if len(ids) != n_videos:
+            raise ValueError(f"{len(ids)} video ids for {n_videos} videos")
+        self._texts: dict[str, Tensor] = {}
+        for role, text in (("support", support_text), ("query", query_text)):
+            if text is not None:
+                if text.dim() != 2 or text.shape[0] != n_videos:
+                    raise ValueError(f"{role}_text must be [{n_videos}, D], got shape {list(text.shape)}")
+                self._texts[role] = text
+        self._visual = visual
+        self._labels = label_list
+        self._names = names
+        self._ids = ids
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self._ids
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._names
+
+    @property
+    def text_roles(self) -> frozenset[str]:
+        return frozenset(self._texts)
+
+    def visual(self, positions: Sequence[int]) -> Tensor:
+        return self._visual[torch.as_tensor(positions, dtype=torch.long)]
+
+    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
+        if role not in self._texts:
+            raise KeyError(f"no {role!r} text features; available roles: {sorted(self._texts)}")
+        return self._texts[role][torch.as_tensor(positions, dtype=torch.long)]
+
+    def to(self, device: torch.device | str) -> TensorFeatures:
+        """A copy with every tensor on ``device`` (episodes are then gathered there)."""
+        return TensorFeatures(
+            self._visual.to(device),
+            self._labels,
+            class_names=self._names,
+            video_ids=self._ids,
+            support_text=self._texts["support"].to(device) if "support" in self._texts else None,
+            query_text=self._texts["query"].to(device) if "query" in self._texts else None,
+        )
+
+
+def class_anchors(source: FeatureSource) -> Tensor | None:
+    """``[C, D]`` one text anchor per class: the mean label-aware text feature of its videos.
+
+    Returns None when the source has no ``support`` text. Used by base-class losses.
+    """
+    if "support" not in source.text_roles:
+        return None
+    labels = torch.as_tensor(list(source.labels), dtype=torch.long)
+    n_classes = len(source.class_names)
+    sums = None
+    counts = torch.bincount(labels, minlength=n_classes).clamp_min(1)
+    chunk = 4096
+    for start in range(0, len(labels), chunk):
+        positions = list(range(start, min(start + chunk, len(labels))))
+        text = source.text(positions, "support").float()  # [B, D]
+        part = torch.zeros(n_classes, text.shape[1], dtype=text.dtype, device=text.device)
+        part.index_add_(0, labels[start : start + len(positions)].to(text.device), text)
+        sums = part if sums is None else sums + part
+    assert sums is not None
+    return sums / counts.to(sums.device)[:, None]  # [C, D]
+
+
+def build_episode(
+    source: FeatureSource,
+    indices: EpisodeIndices,
+    *,
+    with_text: bool = False,
+    anchors: Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = torch.float32,
+) -> Episode:
+    """Gather an ``fsar_metric.Episode`` from a feature source.
+
+    Args:
+        source: the split's features.
+        indices: positions from an ``EpisodeSampler`` / ``EpisodeList``.
+        with_text: also gather text: ``support_text`` (label-aware prompt) and ``query_text``
+            (label-free) when the source has them, and ``support_text_free`` (the label-free prompt on
+            the support videos) when it has the ``query`` role.
+        anchors: ``[C, D]`` class anchors to attach (base-class losses), or None.
+        device: where the episode's tensors go.
+        dtype: cast for floating tensors (features are often cached in fp16).
+
+    Returns:
+        The episode: support ``[N, K, T, D]``, query ``[Q, T, D]``, query_labels ``[Q]``,
+        class_ids ``[N]``, query_class_ids ``[Q]``, and text ``[N, K, D]`` / ``[Q, D]`` if asked.
+    """
+    n_way, n_shot = indices.n_way, indices.n_shot
+    support_positions = [p for shots in indices.support for p in shots]
+    support = source.visual(support_positions)  # [N*K, T, D]
+    support = support.reshape(n_way, n_shot, *support.shape[1:])  # [N, K, T, D]
+    query = source.visual(list(indices.query))  # [Q, T, D]
+    class_ids = torch.tensor(indices.class_ids, dtype=torch.long)
+    query_labels = torch.tensor(indices.query_labels, dtype=torch.long)
+    texts: dict[str, Tensor | None] = {"support_text": None, "query_text": None, "support_text_free": None}
+    if with_text:
+        roles = source.text_roles
+        if "support" in roles:
+            texts["support_text"] = source.text(support_positions, "support").reshape(n_way, n_shot, -1)
+        if "query" in roles:
+            texts["query_text"] = source.text(list(indices.query), "query")  # [Q, D]
+            texts["support_text_free"] = source.text(support_positions, "query").reshape(n_way, n_shot, -1)
+    episode = Episode(
+        support=support,
+        query=query,
+        query_labels=query_labels,
+        class_ids=class_ids,
+        query_class_ids=class_ids[query_labels],
+        class_anchors=anchors,
+        **texts,
+    )
+    return episode.to(device=device, dtype=dtype)

@@ -1,0 +1,435 @@
+"""Episodic training of any fsar-metric module on cached features.
+
+AdamW with a linear warm-up and cosine decay, gradient accumulation over B episodes per optimiser
+step, gradient clipping, validation on a fixed, seeded meta-val episode list every N steps, the best
+checkpoint chosen on meta-val only, and atomic checkpoints (model, optimizer, scheduler, RNG states,
+step, history) from which a killed run resumes to the same weights and metrics.
+
+Reproducibility. Training episode ``s·B + j`` is the ``j``-th episode of step ``s`` and a pure
+function of ``(train.seed, s·B + j)``; dropout draws from the global torch generator, which is reseeded
+at every step from ``(train.seed, step, rank)``. The saved RNG states are restored too, but the
+per-step reseed is what makes a resumed run, data-parallel ones included, replay the same steps.
+
+Data parallel. Launched with torchrun (``WORLD_SIZE > 1``), each rank takes the episodes ``j ≡ rank
+(mod world)`` of every step, the loss module is wrapped in ``DistributedDataParallel`` (gradients are
+all-reduced at the step's last backward), rank 0 validates and writes checkpoints. B must be a
+multiple of the world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import logging
+import math
+import os
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fsar_metric import Episode, create_metric, episode_losses, get_metric_class
+from fsar_train._config import ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
+from fsar_train._episodes import EpisodeList, EpisodeSampler
+from fsar_train._evaluate import mean_ci, run_episodes
+from fsar_train._features import FeatureSource, build_episode, class_anchors
+from fsar_train._io import atomic_path, atomic_write_json, atomic_write_text
+from fsar_train._progress import make_progress
+
+__all__ = [
+    "TrainResult",
+    "build_metric",
+    "feature_dim",
+    "load_checkpoint_weights",
+    "lr_factor",
+    "prepare_run_dir",
+    "resolve_device",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "fsar-train-checkpoint/1"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; other names pass through."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def feature_dim(source: FeatureSource) -> int:
+    """D of the source's visual features (reads one video)."""
+    return int(source.visual([0]).shape[-1])
+
+
+def build_metric(config: ExperimentConfig, dim: int) -> nn.Module:
+    """``create_metric(config.metric.name, **options)``; ``in_dim`` (or else ``dim``) defaults to the feature width.
+
+    ``in_dim`` is filled when the constructor names it or takes ``**fields`` (the FSAR-LLaVA head),
+    ``dim`` when it names only that (``trx``).
+
+    Raises:
+        ValueError: unknown metric, or an option its constructor does not take (the message lists them).
+    """
+    name, options = config.metric.name, dict(config.metric.options)
+    parameters = inspect.signature(get_metric_class(name).__init__).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = [p for p in parameters if p not in ("self", "args", "kwargs")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_kwargs:
+        raise ValueError(f"metric {name!r} takes no option(s) {unknown}; it takes: {', '.join(accepted)}")
+    # The feature width goes to `in_dim` (a head's input width, D_in) when the metric takes one,
+    # named or as a field of its config dataclass passed through **fields (fsar_llava); otherwise to
+    # a named `dim` (trx). A config's `dim` is a head width, never the input width.
+    if "in_dim" in parameters or (takes_kwargs and "in_dim" in _config_fields(get_metric_class(name))):
+        options.setdefault("in_dim", dim)
+    elif "dim" in parameters:
+        options.setdefault("dim", dim)
+    return create_metric(name, **options)
+
+
+def _config_fields(cls: type) -> set[str]:
+    """Field names of the dataclass a metric's ``config`` parameter takes (empty when there is none)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):
+        return set()
+    annotation = hints.get("config")
+    candidates = typing.get_args(annotation) or (annotation,)
+    return {f.name for c in candidates if dataclasses.is_dataclass(c) for f in dataclasses.fields(c)}
+
+
+def lr_factor(step: int, *, warmup: int, total: int, final_ratio: float) -> float:
+    """Multiplier of the peak lr for optimiser step ``step`` (0-based): linear warm-up, then cosine.
+
+    Example:
+        >>> [round(lr_factor(s, warmup=2, total=6, final_ratio=0.0), 3) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.75, 0.25, 0.0]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup - 1, 1)
+    progress = min((step - warmup) / span, 1.0)
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _EpisodeObjective(nn.Module):
+    """``episode → named loss terms``: the module DistributedDataParallel wraps (metric attributes
+    such as ``uses_text`` stay visible to ``episode_losses`` because the metric is not wrapped)."""
+
+    def __init__(self, metric: nn.Module) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def forward(self, episode: Episode) -> dict[str, Tensor]:
+        return episode_losses(self.metric, episode)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        metric: the trained metric, with the weights of the last step (``best.pt`` holds the best).
+        steps: optimiser steps done so far (less than ``train.steps`` when stopped early).
+        best_step: step of the best meta-val accuracy (0 when never validated).
+        best_accuracy: best meta-val accuracy, %.
+        history: one dict per step: step, lr, loss, each loss term, grad_norm.
+        val_history: one dict per validation: step, accuracy, ci95.
+        trained: False when the metric has no trainable parameters (nothing was optimised).
+    """
+
+    metric: nn.Module
+    steps: int
+    best_step: int
+    best_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    trained: bool = True
+
+
+def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
+    """Create the run folder and save the resolved config, or check an existing folder's config.
+
+    The ``eval`` section may differ (evaluation settings do not change what was trained); the saved
+    file is then updated.
+
+    Raises:
+        ValueError: the folder was made with a different config; the message lists the differences.
+    """
+    run_dir = Path(run_dir)
+    saved_path = run_dir / "config.toml"
+    if saved_path.exists():
+        saved = load_config(saved_path)
+        differences = config_diff(saved, config, ignore=("eval",))
+        if differences:
+            raise ValueError(
+                f"run folder {run_dir} was made with a different config; use another folder or the same config. "
+                "Differences (saved -> now): " + "; ".join(differences)
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved_path, config_to_toml(config))
+    return run_dir
+
+
+def _seed_for(*parts: int) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint_weights(metric: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's model weights into ``metric``; returns the checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an fsar-train checkpoint")
+    metric.load_state_dict(checkpoint["model"])
+    return checkpoint
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(
+    config: ExperimentConfig,
+    train_source: FeatureSource,
+    val_source: FeatureSource,
+    run_dir: str | Path,
+    *,
+    metric: nn.Module | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``config.metric`` on ``train_source`` episodes, validating on ``val_source``.
+
+    Resumes from ``run_dir/last.pt`` when it exists. Writes ``config.toml``, ``val_episodes.json``,
+    ``last.pt`` / ``best.pt`` and ``history.json`` into ``run_dir``.
+
+    Args:
+        config: the experiment config (its ``train``, ``episodes`` and ``metric`` sections are used).
+        train_source: meta-train features.
+        val_source: meta-val features (model selection; the test split is never used here).
+        run_dir: the run folder.
+        metric: a pre-built metric instead of ``build_metric(config, D)`` (its weights are then
+            whatever it holds).
+        stop_after: stop once this global step is done, without writing a checkpoint (simulates a
+            killed run).
+        progress: draw a progress bar.
+        on_step: called after every optimiser step with ``(step, logged values)``.
+
+    Returns:
+        The trained metric and its logs.
+
+    Raises:
+        ValueError: a different config in ``run_dir``, B not a multiple of the world size, or a
+            class with too few videos for the episode sizes.
+    """
+    tc = config.train
+    run_dir = prepare_run_dir(run_dir, config)
+    world, rank, local_rank = _distributed()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if tc.episodes_per_step % world:
+        raise ValueError(f"train.episodes_per_step = {tc.episodes_per_step} must be a multiple of WORLD_SIZE = {world}")
+    device = resolve_device(tc.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    fork_devices = [device] if device.type == "cuda" else []
+    # The caller's global RNG state is left as it was: everything random here happens inside the fork.
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(tc.seed)
+        if metric is None:
+            metric = build_metric(config, feature_dim(train_source))
+        metric.to(device)
+        return _train_loop(
+            config, metric, train_source, val_source, run_dir, device, world, rank, stop_after, progress, on_step
+        )
+
+
+def _train_loop(
+    config: ExperimentConfig,
+    metric: nn.Module,
+    train_source: FeatureSource,
+    val_source: FeatureSource,
+    run_dir: Path,
+    device: torch.device,
+    world: int,
+    rank: int,
+    stop_after: int | None,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    tc, ec = config.train, config.episodes
+    is_main = rank == 0
+    val_list = EpisodeList.load_or_sample(
+        run_dir / "val_episodes.json",
+        val_source.labels,
+        val_source.video_ids,
+        count=tc.val_episodes,
+        n_way=ec.n_way,
+        n_shot=ec.n_shot,
+        n_query=ec.test_queries,
+        seed=tc.val_seed,
+        split="val",
+        class_names=val_source.class_names,
+    )
+
+    def validate() -> tuple[float, float]:
+        accuracies, _, _ = run_episodes(metric, val_source, val_list, device=device)
+        mean, ci = mean_ci(accuracies)
+        return 100 * mean, 100 * ci
+
+    params = [p for p in metric.parameters() if p.requires_grad]
+    if not params:
+        logger.info("metric %r has no trainable parameters: nothing to train, validating once", config.metric.name)
+        accuracy, ci = validate() if is_main else (0.0, 0.0)
+        payload = {"format": CHECKPOINT_FORMAT, "step": 0, "model": metric.state_dict(), "best_accuracy": accuracy}
+        if is_main:
+            _save(run_dir / "best.pt", payload)
+            _save(run_dir / "last.pt", payload)
+        return TrainResult(metric, 0, 0, accuracy, [], [{"step": 0, "accuracy": accuracy, "ci95": ci}], trained=False)
+
+    sampler = EpisodeSampler(
+        train_source.labels,
+        ec.n_way,
+        ec.n_shot,
+        ec.train_queries,
+        seed=tc.seed,
+        class_names=train_source.class_names,
+    )
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, warmup=tc.warmup_steps, total=tc.steps, final_ratio=tc.final_lr_ratio),
+    )
+    step, best_step, best_accuracy = 0, 0, -1.0
+    history: list[dict[str, float]] = []
+    val_history: list[dict[str, float]] = []
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if last_path.exists():
+        checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+        metric.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"][0], device)
+        step, best_step, best_accuracy = checkpoint["step"], checkpoint["best_step"], checkpoint["best_accuracy"]
+        history, val_history = list(checkpoint["history"]), list(checkpoint["val_history"])
+        logger.info(
+            "resumed %s from step %d (best meta-val %.2f %% at step %d)", run_dir, step, best_accuracy, best_step
+        )
+
+    objective: nn.Module = _EpisodeObjective(metric)
+    if world > 1:
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    with_text = bool(getattr(metric, "uses_text", False))
+    anchors = class_anchors(train_source) if with_text else None
+    weights = dict(tc.loss_weights)
+    local = list(range(rank, tc.episodes_per_step, world))  # this rank's share of each step's episodes
+    use_autocast = tc.autocast == "bf16" and device.type == "cuda"
+
+    def checkpoint_payload() -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "model": metric.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            },
+            "best_step": best_step,
+            "best_accuracy": best_accuracy,
+            "history": history,
+            "val_history": val_history,
+            "config": config_to_dict(config),
+        }
+
+    metric.train()
+    with make_progress(progress and is_main) as bar:
+        task = bar.add_task(f"train {config.metric.name}", total=tc.steps, completed=step, info="")
+        while step < tc.steps and (stop_after is None or step < stop_after):
+            torch.manual_seed(_seed_for(tc.seed, step, rank))
+            optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for n, j in enumerate(local):
+                episode = build_episode(
+                    train_source,
+                    sampler.episode(step * tc.episodes_per_step + j),
+                    with_text=with_text,
+                    anchors=anchors,
+                    device=device,
+                )
+                sync = world == 1 or n == len(local) - 1
+                no_sync = objective.no_sync() if not sync else contextlib.nullcontext()  # type: ignore[operator]
+                with no_sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+                    terms = objective(episode)
+                    total = sum(weights.get(k, 1.0) * v for k, v in terms.items() if weights.get(k, 1.0) != 0)
+                    if not isinstance(total, Tensor):
+                        raise ValueError(f"every loss term has weight 0: {sorted(terms)}")
+                    (total / len(local)).backward()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+            if world > 1:
+                keys = sorted(sums)
+                packed = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(packed)
+                sums = dict(zip(keys, packed.tolist(), strict=True))
+            clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            logged = {"step": step, "lr": lr, "grad_norm": grad_norm}
+            logged.update({k: v / tc.episodes_per_step for k, v in sums.items()})
+            history.append(logged)
+            info = f"loss {logged['loss']:.3f}"
+            if step % tc.val_every == 0 or step == tc.steps:
+                if is_main:
+                    accuracy, ci = validate()
+                    val_history.append({"step": step, "accuracy": accuracy, "ci95": ci})
+                    logger.info("step %d: meta-val %.2f ± %.2f %%", step, accuracy, ci)
+                    if accuracy > best_accuracy:
+                        best_step, best_accuracy = step, accuracy
+                        _save(
+                            best_path,
+                            {"format": CHECKPOINT_FORMAT, "step": step, "model": metric.state_dict(),
+                             "best_accuracy": accuracy},
+                        )  # fmt: skip
+                if world > 1:
+                    torch.distributed.barrier()
+            if val_history:
+                info += f"  val {val_history[-1]['accuracy']:.1f}% (best {best_accuracy:.1f}% @ {best_step})"
+            if step % tc.log_every == 0:
+                logger.info("step %d/%d lr %.2e loss %.4f grad %.3f", step, tc.steps, lr, logged["loss"], grad_norm)
+            bar.update(task, completed=step, info=info)
+            if on_step is not None:
+                on_step(step, logged)
+            if (step % tc.checkpoint_every == 0 or step == tc.steps) and (stop_after is None or step < stop_after):
+                if is_main:
+                    _save(last_path, checkpoint_payload())
+                    atomic_write_json(run_dir / "history.json", {"train": history, "val": val_history})
+                if world > 1:
+                    torch.distributed.barrier()
+    return TrainResult(metric, step, best_step, best_accuracy, history, val_history)

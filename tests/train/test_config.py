@@ -1,0 +1,90 @@
+"""Config presets, strict dotted overrides, the saved config and run-folder checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from fsar_train import (
+    ExperimentConfig,
+    apply_overrides,
+    config_to_toml,
+    list_presets,
+    load_config,
+    load_preset,
+    prepare_run_dir,
+)
+
+
+def test_one_preset_per_benchmark_and_one_for_synthetic_actions():
+    assert list_presets() == ["hmdb51", "kinetics100", "ssv2-full", "ssv2-small", "synthetic-actions", "ucf101"]
+    full = load_preset("ssv2-full")
+    assert full.data.expected_videos == (67013, 1926, 2857)
+    assert load_preset("kinetics100").data.key == "youtube_id"
+    assert load_preset("synthetic-actions").data.format == "synthetic"
+
+
+def test_overrides_parse_typed_values_and_promote_int_to_float():
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        ["train.lr=3e-4", "train.weight_decay=0", "eval.shots=[1, 3, 5]", "data.strict=true", "metric.name=otam"],
+    )
+    assert cfg.train.lr == 3e-4
+    assert cfg.train.weight_decay == 0.0
+    assert isinstance(cfg.train.weight_decay, float)
+    assert cfg.eval.shots == (1, 3, 5)
+    assert cfg.data.strict is True
+    assert cfg.metric.name == "otam"
+
+
+def test_overrides_reject_an_unknown_key_and_suggest_the_close_one():
+    with pytest.raises(ValueError, match=r"unknown config key 'train.lrr' \(did you mean 'lr'\?\); train has: steps"):
+        apply_overrides(ExperimentConfig(), ["train.lrr=1e-3"])
+    with pytest.raises(ValueError, match="unknown config key 'optim'"):
+        apply_overrides(ExperimentConfig(), ["optim.lr=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=fast", r"'train.lr' expects float, got 'fast' \(str\)"),
+        ("train.steps=1.5", r"'train.steps' expects int, got 1.5 \(float\)"),
+        ("episodes.n_shot=true", r"'episodes.n_shot' expects int, got True \(bool\)"),
+        ("data.strict=1", r"'data.strict' expects bool, got 1 \(int\)"),
+        ("data.format=zip", r"'data.format' must be one of 'synthetic', 'split_files', 'folders', 'csv'"),
+        ("eval.shots=[1, 'x']", r"'eval.shots\[1\]' expects int"),
+        ("train=1", "is a section"),
+        ("train.lr", "must look like section.key=value"),
+    ],
+)
+def test_overrides_reject_wrong_types(override, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(ExperimentConfig(), [override])
+
+
+def test_dict_fields_take_new_entries_by_dotted_key():
+    cfg = apply_overrides(ExperimentConfig(), ["metric.options.key_dim=64", "train.loss_weights.modality_ce=0.5"])
+    assert cfg.metric.options == {"key_dim": 64}
+    assert cfg.train.loss_weights == {"modality_ce": 0.5}
+    with pytest.raises(ValueError, match=r"'train.loss_weights.x' expects float"):
+        apply_overrides(cfg, ["train.loss_weights.x=big"])
+
+
+def test_unknown_preset_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="unknown preset 'ssv3'; presets: hmdb51, kinetics100"):
+        load_preset("ssv3")
+
+
+def test_saved_config_reads_back_equal(tmp_path):
+    cfg = load_preset("synthetic-actions", ["metric.options.cardinalities=[2, 3]", 'data.root=a "quoted" path'])
+    path = tmp_path / "config.toml"
+    path.write_text(config_to_toml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_a_run_folder_made_with_another_config_is_refused(tmp_path):
+    cfg = ExperimentConfig()
+    prepare_run_dir(tmp_path / "run", cfg)
+    assert load_config(tmp_path / "run" / "config.toml") == cfg
+    prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["eval.episodes=100"]))  # eval settings may change
+    with pytest.raises(ValueError, match=r"made with a different config.*train.lr: 0.0001 -> 0.001"):
+        prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["train.lr=1e-3"]))

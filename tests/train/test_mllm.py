@@ -1,0 +1,71 @@
+"""The "mllm" feature source: synthetic-actions → tiny Video-LLaVA features → a trained FSAR-LLaVA head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fsar_features import FeatureCache
+from fsar_train import (
+    CachedFeatures,
+    EpisodeSampler,
+    apply_overrides,
+    build_episode,
+    load_preset,
+    load_sources,
+    mllm_cache_dir,
+    run_experiment,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    return apply_overrides(
+        load_preset("synthetic-actions-llava"),
+        [
+            f"data.root='{root}'",
+            "synthetic.videos_per_class=4",
+            "synthetic.n_frames=8",
+            "synthetic.size=32",
+            "features.progress=false",
+            "train.steps=3",
+            "train.episodes_per_step=2",
+            "train.val_every=3",
+            "train.val_episodes=10",
+            "train.checkpoint_every=3",
+            "episodes.train_queries=1",
+            "eval.episodes=20",
+        ],
+    )
+
+
+def test_the_mllm_source_extracts_each_split_once_into_one_cache(tiny_config, tmp_path):
+    sources, splits = load_sources(tiny_config, tmp_path, progress=False)
+    cache = FeatureCache.open(mllm_cache_dir(tiny_config))
+    assert set(cache.video_ids) == {v for s in splits.values() for v in s.video_ids}
+    test = sources["test"]
+    assert isinstance(test, CachedFeatures)
+    assert test.text_roles == frozenset({"query", "support"})
+    assert test.class_names == list(splits["test"].class_names)
+    visual = test.visual([0, 1])
+    assert visual.shape == (2, 8, cache.recipe.dim)
+    assert test.text([0, 1], "support").shape == (2, cache.recipe.dim)
+    # The label-aware text of a video differs from its label-free text.
+    assert not torch.equal(test.text([0], "support"), test.text([0], "query"))
+    # A second load extracts nothing new and reads the same features.
+    again, _ = load_sources(tiny_config, tmp_path, progress=False)
+    torch.testing.assert_close(again["test"].visual([0, 1]), visual)
+    indices = EpisodeSampler(test.labels, n_way=3, n_shot=1, n_query=1, seed=0).episode(0)
+    episode = build_episode(test, indices, with_text=True)
+    assert episode.support_text is not None
+    assert episode.support_text_free is not None
+
+
+def test_the_llava_preset_trains_and_evaluates_the_head_on_mllm_features(tiny_config, tmp_path):
+    result = run_experiment(tiny_config, tmp_path / "run", progress=False)
+    assert set(result.results[1]) == {"fsar_llava", "proto", "otam", "bimhm"}
+    assert result.results[1]["fsar_llava"].uses_class_names
+    assert not result.results[1]["otam"].uses_class_names
+    assert (tmp_path / "run" / "results.json").exists()
+    assert (tmp_path / "run" / "best.pt").exists()

@@ -1,0 +1,154 @@
+"""Episodic training: it learns, it resumes exactly, it selects on meta-val, it trains any metric."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import pytest
+import torch
+
+from fsar_metric import list_metrics
+from fsar_train import (
+    EpisodeList,
+    MetricConfig,
+    TensorFeatures,
+    apply_overrides,
+    build_metric,
+    evaluate_methods,
+    lr_factor,
+    run_episodes,
+    train,
+)
+from fsar_train._train import CHECKPOINT_FORMAT
+
+
+def test_training_improves_meta_val_accuracy_over_the_untrained_metric(tmp_path, trajectory_task, tiny_train_config):
+    cfg = apply_overrides(
+        tiny_train_config,
+        ["train.steps=60", "train.episodes_per_step=4", "train.lr=1e-2", "train.val_every=20",
+         "train.val_episodes=150", "train.checkpoint_every=60", "train.warmup_steps=4", "metric.options.dropout=0.0"],
+    )  # fmt: skip
+    torch.manual_seed(cfg.train.seed)
+    untrained = build_metric(cfg, 32)
+    result = train(cfg, trajectory_task["train"], trajectory_task["val"], tmp_path / "run", progress=False)
+    val = trajectory_task["val"]
+    episodes = EpisodeList.load(tmp_path / "run" / "val_episodes.json")
+    before = run_episodes(untrained, val, episodes)[0].mean()
+    after = run_episodes(result.metric, val, episodes)[0].mean()
+    assert result.steps == 60
+    assert len(result.history) == 60
+    assert len(result.val_history) == 3
+    assert before < 0.5, f"the task should not be solved before training (chance is 1/3), got {before:.2f}"
+    assert after > before + 0.25, f"meta-val accuracy went from {before:.2f} to only {after:.2f}"
+    assert result.best_accuracy == max(v["accuracy"] for v in result.val_history)
+    first_losses = sum(h["loss"] for h in result.history[:5]) / 5
+    last_losses = sum(h["loss"] for h in result.history[-5:]) / 5
+    assert last_losses < first_losses
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights_and_metrics(tmp_path, trajectory_task, tiny_train_config):
+    train_src, val_src = trajectory_task["train"], trajectory_task["val"]
+    whole = train(tiny_train_config, train_src, val_src, tmp_path / "whole", progress=False)
+    # "Killed" after step 5: the last checkpoint is step 4, so step 5 is lost and replayed on resume.
+    killed = train(tiny_train_config, train_src, val_src, tmp_path / "killed", stop_after=5, progress=False)
+    assert killed.steps == 5
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["step"] == 4
+    resumed = train(tiny_train_config, train_src, val_src, tmp_path / "killed", progress=False)
+    assert resumed.steps == whole.steps == 6
+    for (name, a), (_, b) in zip(whole.metric.state_dict().items(), resumed.metric.state_dict().items(), strict=True):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    assert resumed.history == whole.history
+    assert resumed.val_history == whole.val_history
+    assert (resumed.best_step, resumed.best_accuracy) == (whole.best_step, whole.best_accuracy)
+    best_whole = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)
+    best_resumed = torch.load(tmp_path / "killed" / "best.pt", weights_only=True)
+    assert best_whole["step"] == best_resumed["step"]
+    assert all(torch.equal(best_whole["model"][k], best_resumed["model"][k]) for k in best_whole["model"])
+
+
+def test_checkpoint_holds_model_optimizer_scheduler_rng_and_step(tmp_path, trajectory_task, tiny_train_config):
+    train(tiny_train_config, trajectory_task["train"], trajectory_task["val"], tmp_path / "run", progress=False)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert checkpoint["format"] == CHECKPOINT_FORMAT
+    assert {"model", "optimizer", "scheduler", "rng", "step", "history", "val_history"} <= set(checkpoint)
+    assert checkpoint["step"] == 6
+    assert checkpoint["scheduler"]["last_epoch"] == 6
+    assert checkpoint["optimizer"]["state"], "AdamW moments are saved"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["train"]) == 6
+    assert [v["step"] for v in history["val"]] == [3, 6]
+    assert not list((tmp_path / "run").glob(".*tmp*")), "no temporary files are left behind"
+
+
+def test_training_leaves_the_global_rng_untouched(tmp_path, trajectory_task, tiny_train_config):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    train(tiny_train_config, trajectory_task["train"], trajectory_task["val"], tmp_path / "run", progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_parameter_free_metric_is_validated_without_training(tmp_path, trajectory_task, tiny_train_config):
+    cfg = dataclasses.replace(tiny_train_config, metric=MetricConfig(name="otam"))  # otam takes no trx options
+    result = train(cfg, trajectory_task["train"], trajectory_task["val"], tmp_path / "run", progress=False)
+    assert not result.trained
+    assert result.steps == 0
+    assert len(result.val_history) == 1
+
+
+def test_loss_terms_are_weighted_and_a_zero_weight_on_every_term_is_an_error(
+    tmp_path, trajectory_task, tiny_train_config
+):
+    cfg = apply_overrides(tiny_train_config, ["train.loss_weights.episode_ce=0.0"])
+    with pytest.raises(ValueError, match=r"every loss term has weight 0: \['episode_ce'\]"):
+        train(cfg, trajectory_task["train"], trajectory_task["val"], tmp_path / "run", progress=False)
+
+
+def test_unknown_metric_option_names_the_accepted_ones(trajectory_task, tiny_train_config):
+    cfg = apply_overrides(tiny_train_config, ["metric.options.keydim=3"])
+    with pytest.raises(ValueError, match=r"metric 'trx' takes no option\(s\) \['keydim'\]; it takes: dim"):
+        build_metric(cfg, 32)
+
+
+def test_warmup_then_cosine_schedule():
+    factors = [lr_factor(s, warmup=4, total=20, final_ratio=0.1) for s in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0
+    assert factors[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
+
+
+SMALL_OPTIONS = {
+    "trx": ["metric.options.key_dim=8", "metric.options.cardinalities=[2]"],
+    "fsar_llava": ["metric.options.dim=16", "metric.options.n_frames=4", "metric.options.n_heads=2"],
+}
+
+
+def _text_task(seed: int, n_classes: int = 6, per_class: int = 6, dim: int = 24) -> TensorFeatures:
+    """Visual and text features both near a per-class vector, with label-aware and label-free text."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=gen)
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    visual = centres[labels][:, None] + torch.randn(len(labels), 4, dim, generator=gen)  # [V, T, D]
+
+    def text() -> torch.Tensor:
+        return centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=gen)  # [V, D]
+
+    return TensorFeatures(visual, labels, support_text=text(), query_text=text())
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_every_registered_metric_trains_and_evaluates_through_the_episode_contract(tmp_path, tiny_train_config, name):
+    cfg = dataclasses.replace(tiny_train_config, metric=MetricConfig(name=name))
+    cfg = apply_overrides(cfg, [*SMALL_OPTIONS.get(name, []), "train.steps=2", "train.val_every=2"])
+    task = {split: _text_task(seed) for split, seed in (("train", 1), ("val", 2), ("test", 3))}
+    result = train(cfg, task["train"], task["val"], tmp_path / "run", progress=False)
+    trainable = any(p.requires_grad for p in result.metric.parameters())
+    assert result.trained == trainable
+    assert result.steps == (2 if trainable else 0)
+    episodes = EpisodeList.sample(task["test"].labels, task["test"].video_ids, count=10, n_way=3, n_shot=1,
+                                  n_query=1, seed=0)  # fmt: skip
+    evaluated = evaluate_methods({name: result.metric}, task["test"], episodes)[name]
+    assert 0 <= evaluated.accuracy <= 100
+    assert evaluated.uses_class_names == bool(getattr(result.metric, "uses_text", False))
