@@ -15,8 +15,17 @@ from fsar_train import (
 )
 
 
-def test_one_preset_per_benchmark_and_one_for_synthetic_actions():
-    assert list_presets() == ["hmdb51", "kinetics100", "ssv2-full", "ssv2-small", "synthetic-actions", "ucf101"]
+def test_one_preset_per_benchmark_and_two_for_synthetic_actions():
+    assert list_presets() == [
+        "hmdb51",
+        "kinetics100",
+        "ssv2-full",
+        "ssv2-small",
+        "synthetic-actions",
+        "synthetic-actions-llava",
+        "ucf101",
+    ]
+    assert load_preset("synthetic-actions-llava").features.source == "mllm"
     full = load_preset("ssv2-full")
     assert full.data.expected_videos == (67013, 1926, 2857)
     assert load_preset("kinetics100").data.key == "youtube_id"

@@ -68,7 +68,16 @@ from fsar_train._synthetic import (
     synthetic_classes,
     synthetic_videos,
 )
-from fsar_train._train import TrainResult, build_metric, lr_factor, prepare_run_dir, resolve_device, train
+from fsar_train._train import (
+    TrainResult,
+    build_metric,
+    feature_dim,
+    load_checkpoint_weights,
+    lr_factor,
+    prepare_run_dir,
+    resolve_device,
+    train,
+)
 
 __version__ = "0.1.0"
 
@@ -109,9 +118,11 @@ __all__ = [
     "decode_frames",
     "evaluate_methods",
     "evaluate_run",
+    "feature_dim",
     "generate_synthetic_actions",
     "list_feature_sources",
     "list_presets",
+    "load_checkpoint_weights",
     "load_config",
     "load_preset",
     "load_sources",

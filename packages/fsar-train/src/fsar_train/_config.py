@@ -315,8 +315,9 @@ def list_presets() -> list[str]:
     """Names of the shipped presets (TOML files in ``fsar_train/presets/``), sorted.
 
     Example:
-        >>> list_presets()
-        ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic-actions', 'ucf101']
+        >>> list_presets()  # doctest: +NORMALIZE_WHITESPACE
+        ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic-actions', 'synthetic-actions-llava',
+         'ucf101']
     """
     return sorted(_preset_files())
 
