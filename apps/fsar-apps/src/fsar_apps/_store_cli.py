@@ -1,0 +1,221 @@
+"""``fsar store …``: the prototype store of a trained run, from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.table import Table
+
+from fsar_apps.cli import DEFAULT_RUN, UserError, console, store_app
+from fsar_apps.store import PrototypeStore, StoreRecipe, action_prototype, encode_query, head_fingerprint
+
+RunOpt = Annotated[Path, typer.Option("--run-dir", help="a trained run folder (config.toml, best.pt)")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="a LanceDB URI; default <run-dir>/store")]
+TagOpt = Annotated[str, typer.Option("--tag", help="the collection")]
+
+
+@dataclasses.dataclass
+class _Run:
+    config: Any
+    head: Any
+    recipe: StoreRecipe
+    folder: Path
+
+
+def _load_run(run_dir: Path) -> _Run:
+    from fsar_features import FeatureCache
+    from fsar_metric import FSARLLaVA
+    from fsar_train import build_metric, load_checkpoint_weights, load_config, mllm_cache_dir
+
+    config_path = run_dir / "config.toml"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.toml); run `uv run apps/train` first")
+    config = load_config(config_path)
+    if config.features.source != "mllm" or config.metric.name != "fsar_llava":
+        raise UserError(
+            f"the store needs a run of the fsar_llava head on mllm features; {run_dir} trained "
+            f"{config.metric.name!r} on {config.features.source!r}"
+        )
+    cache = FeatureCache.open(mllm_cache_dir(config))
+    checkpoint = run_dir / f"{config.eval.checkpoint}.pt"
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint} does not exist: train the run first")
+    head = build_metric(config, cache.recipe.dim)
+    assert isinstance(head, FSARLLaVA)
+    load_checkpoint_weights(head, checkpoint)
+    head.eval()
+    recipe = StoreRecipe(
+        feature_recipe=dataclasses.asdict(cache.recipe),
+        head_hash=head_fingerprint(head),
+        dim=head.config.dim,
+        n_frames=config.features.n_frames,
+    )
+    return _Run(config, head, recipe, run_dir)
+
+
+def _open(run: _Run, uri: str | None) -> PrototypeStore:
+    return PrototypeStore.open(uri or (run.folder / "store"), run.recipe)
+
+
+def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = None, shots: int = 5) -> PrototypeStore:
+    """A store of every meta-test action of a run, each from its first ``shots`` test videos."""
+    from fsar_train import load_sources
+
+    run = _load_run(run_dir)
+    if sources is None:
+        sources, _ = load_sources(run.config, run_dir, progress=False)
+    test = sources["test"]
+    store = _open(run, None)
+    items = []
+    for c, name in enumerate(test.class_names):
+        positions = [p for p, label in enumerate(test.labels) if label == c][:shots]
+        if not positions:
+            continue
+        visual = test.visual(positions).float()
+        support_text = test.text(positions, "support").float()
+        free = test.text(positions, "query").float()
+        p_v, p_t = action_prototype(run.head, visual, support_text, free)
+        items.append((name, p_v, p_t, [test.video_ids[p] for p in positions]))
+    store.add_many(items, tag=run.config.data.benchmark)
+    store.optimize()
+    return store
+
+
+def _extract(run: _Run, videos: list[Path], label: str | None) -> list[Any]:
+    from fsar_features import ExtractionConfig, FeatureExtractor, VideoReadError
+    from fsar_train._mllm import _scenario
+
+    feats = run.config.features
+    extraction = ExtractionConfig(
+        n_frames=feats.n_frames, layers=feats.layers, scenario=_scenario(run.config), batch_size=feats.batch_size
+    )
+    kwargs = {"model": feats.model} if feats.model else {}
+    extractor = FeatureExtractor(feats.backend if not kwargs else _backend(feats.backend, kwargs), extraction)
+    if StoreRecipe(dataclasses.asdict(extractor.recipe)).feature_recipe != run.recipe.feature_recipe:
+        raise UserError("the videos would be extracted with another feature recipe than the run's cache")
+    out = []
+    for path in videos:
+        if not path.is_file():
+            raise UserError(f"no video file at {path}")
+        try:
+            out.append(extractor.extract(path, label=label, video_id=path.stem))
+        except VideoReadError as err:
+            raise UserError(f"cannot read {path}: {err}") from None
+    return out
+
+
+def _backend(name: str, kwargs: dict[str, Any]) -> Any:
+    from fsar_features import create_backend
+
+    return create_backend(name, **kwargs)
+
+
+@store_app.command("build")
+def build(run_dir: RunOpt = DEFAULT_RUN) -> None:
+    """Store every meta-test action of a trained run (5 shots each)."""
+    store = build_store_from_run(run_dir)
+    console.print(f"{len(store)} actions in {store.uri} (version {store.version})")
+
+
+@store_app.command("add")
+def add(
+    action: Annotated[str, typer.Argument(help="the action's name")],
+    videos: Annotated[list[Path], typer.Argument(help="K example video files")],
+    run_dir: RunOpt = DEFAULT_RUN,
+    store_uri: StoreOpt = None,
+    tag: TagOpt = "default",
+) -> None:
+    """Register (or replace) an action from K example videos, without retraining."""
+    run = _load_run(run_dir)
+    features = _extract(run, videos, label=action)
+    visual = torch.stack([f.visual for f in features]).float()
+    p_v, p_t = action_prototype(
+        run.head,
+        visual,
+        torch.stack([f.text["support"] for f in features]).float(),
+        torch.stack([f.text["query"] for f in features]).float(),
+    )
+    store = _open(run, store_uri)
+    version = store.add(action, p_v, p_t, support_ids=[str(v) for v in videos], tag=tag, recipe=run.recipe)
+    console.print(f"added {action!r} from {len(videos)} videos (store version {version})")
+
+
+@store_app.command("query")
+def query(
+    video: Annotated[Path, typer.Argument(help="a video file to classify")],
+    run_dir: RunOpt = DEFAULT_RUN,
+    store_uri: StoreOpt = None,
+    k: Annotated[int, typer.Option("-k", help="matches to show")] = 5,
+    tag: Annotated[str | None, typer.Option("--tag", help="only this collection")] = None,
+) -> None:
+    """Classify a video against every stored action (vector search + MPMM re-rank)."""
+    run = _load_run(run_dir)
+    store = _open(run, store_uri)
+    if len(store) == 0:
+        raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
+    (features,) = _extract(run, [video], label=None)
+    frames, text = encode_query(run.head, features.visual.float(), features.text["query"].float())
+    result = store.query(frames, text, k=k, tag=tag, mpmm=run.head.config.mpmm)
+    table = Table(title=f"{video.name}: {'unknown action' if result.unknown else result.best}")
+    for column in ("rank", "action", "tag", "probability", "score"):
+        table.add_column(column)
+    for i, m in enumerate(result.matches, 1):
+        table.add_row(str(i), m.action, m.tag, f"{m.probability:.3f}", f"{m.score:.3f}")
+    console.print(table)
+
+
+@store_app.command("list")
+def list_actions(
+    run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: Annotated[str | None, typer.Option("--tag")] = None
+) -> None:
+    """List the stored actions."""
+    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    actions = store.list(tag=tag)
+    if not actions:
+        console.print(f"the store at {store.uri} is empty")
+        return
+    table = Table(title=f"{len(actions)} actions in {store.uri} (version {store.version})")
+    for column in ("action", "tag", "shots", "created"):
+        table.add_column(column)
+    for a in actions:
+        table.add_row(a.action, a.tag, str(a.shots), a.created.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@store_app.command("remove")
+def remove(action: str, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: TagOpt = "default") -> None:
+    """Remove an action."""
+    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    console.print(f"removed {action!r} (store version {store.remove(action, tag=tag)})")
+
+
+@store_app.command("rename")
+def rename(
+    old: str, new: str, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: TagOpt = "default"
+) -> None:
+    """Rename an action."""
+    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    console.print(f"renamed {old!r} to {new!r} (store version {store.rename(old, new, tag=tag)})")
+
+
+@store_app.command("versions")
+def versions(run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None) -> None:
+    """List the table versions (every change is one)."""
+    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    table = Table(title=f"versions of {store.uri}")
+    table.add_column("version")
+    table.add_column("time")
+    for v, when in store.versions():
+        table.add_row(str(v), str(when))
+    console.print(table)
+
+
+@store_app.command("restore")
+def restore(version: int, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None) -> None:
+    """Make an earlier version the latest (as a new version: nothing is lost)."""
+    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    console.print(f"restored version {version} as version {store.restore(version)}")

@@ -1,0 +1,400 @@
+"""The fsar command line: ``uv run apps/train`` (the main job) and ``fsar <command>``.
+
+With no arguments it runs the whole method on the embedded default, offline: synthetic-actions
+(generated if missing) → tiny Video-LLaVA features (both prompts, cached) → the FSAR-LLaVA head
+trained on meta-train with meta-val selection → 5-way 1- and 5-shot evaluation on 10,000 fixed
+meta-test episodes against the baselines (proto, otam, bimhm, a trained trx) and test-time
+ablations of the head → one results table → a prototype store of the meta-test actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app", "main"]
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="fsar: few-shot action recognition with multimodal-LLM features (FSAR-LLaVA, fsar reconstruction).",
+)
+store_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The LanceDB prototype store of a run.")
+app.add_typer(store_app, name="store")
+
+DEFAULT_PRESET = "synthetic-actions-llava"
+DEFAULT_RUN = Path("runs/default")
+#: Test-time ablations of the trained head: the same weights with MPMM switched (no retraining).
+HEAD_ABLATIONS = ("visual_only", "text_only", "with_cross")
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one sentence, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- configuration
+PresetOpt = Annotated[str, typer.Option("--preset", help="a named config (`fsar presets`)")]
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="the run folder (config, checkpoints, results, store)")]
+BenchmarkOpt = Annotated[
+    str | None, typer.Option("--benchmark", help="ssv2-full, ssv2-small, kinetics100, ucf101, hmdb51 or synthetic")
+]
+DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="where the videos are")]
+SplitDirOpt = Annotated[Path | None, typer.Option("--split-dir", help="folder with the split lists")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="a transformers model id or local folder, e.g. LanguageBind/Video-LLaVA-7B-hf"),
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, …")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-o", help="config override KEY=VALUE (repeatable)")]
+SubPresetOpt = Annotated[str | None, typer.Option("--preset", help="a named config (`fsar presets`)")]
+SubRunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="the run folder")]
+
+_BENCHMARK_PRESETS = {
+    "synthetic": DEFAULT_PRESET,
+    "synthetic-actions": DEFAULT_PRESET,
+    "ssv2-full": "ssv2-full",
+    "ssv2-small": "ssv2-small",
+    "kinetics100": "kinetics100",
+    "ucf101": "ucf101",
+    "hmdb51": "hmdb51",
+}
+# Split-list file names of the public benchmarks (TRX's splits/ folders), per split.
+_SPLIT_FILES = {
+    "ssv2-full": ("trainlist07.txt", "vallist07.txt", "testlist07.txt"),
+    "ssv2-small": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
+    "kinetics100": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
+    "ucf101": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
+    "hmdb51": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
+}
+
+
+def build_config(
+    preset: str,
+    *,
+    benchmark: str | None = None,
+    data_root: Path | None = None,
+    split_dir: Path | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    overrides: list[str] | None = None,
+) -> Any:
+    """The experiment config from a preset, the command-line options and ``--set`` overrides."""
+    from fsar_train import apply_overrides, list_presets, load_preset
+
+    if benchmark is not None:
+        if benchmark not in _BENCHMARK_PRESETS:
+            raise UserError(f"unknown benchmark {benchmark!r}; valid: {', '.join(sorted(_BENCHMARK_PRESETS))}")
+        preset = _BENCHMARK_PRESETS[benchmark]
+    if preset not in list_presets():
+        raise UserError(f"unknown preset {preset!r}; valid: {', '.join(list_presets())}")
+    changes: list[str] = []
+    if data_root is not None:
+        changes.append(f"data.root={json.dumps(str(data_root))}")
+    if split_dir is not None:
+        files = _SPLIT_FILES.get(benchmark or preset)
+        if files is None:
+            raise UserError(f"--split-dir applies to the public benchmarks ({', '.join(_SPLIT_FILES)}), not {preset!r}")
+        for split, name in zip(("train", "val", "test"), files, strict=True):
+            changes.append(f"data.{split}_list={json.dumps(str(split_dir / name))}")
+    if model is not None:
+        backend = "llava-next-video" if "next" in model.lower() else "video-llava"
+        changes += ["features.source='mllm'", f"features.backend='{backend}'", f"features.model={json.dumps(model)}"]
+    if device is not None:
+        changes.append(f"train.device={json.dumps(device)}")
+    try:
+        return apply_overrides(load_preset(preset), [*changes, *(overrides or [])])
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _check_data(config: Any) -> None:
+    data = config.data
+    if data.format == "synthetic":
+        return
+    root = Path(data.root)
+    if not root.is_dir():
+        raise UserError(f"the data root {root} does not exist; pass --data-root with the folder holding the videos")
+    if data.format == "split_files":
+        for split in ("train", "val", "test"):
+            listed = getattr(data, f"{split}_list")
+            if not listed or not Path(listed).is_file():
+                raise UserError(f"the {split} split list {listed or '(not set)'} does not exist; pass --split-dir")
+
+
+# ----------------------------------------------------------------------------- the main job
+def _trx_config(config: Any) -> Any:
+    from fsar_train import apply_overrides
+
+    return dataclasses.replace(
+        apply_overrides(config, ["metric.name='trx'", "eval.baselines=[]"]),
+        metric=dataclasses.replace(config.metric, name="trx", options={"key_dim": 64}),
+    )
+
+
+def _head_ablations(config: Any, run_dir: Path, sources: Any) -> dict[int, dict[str, Any]]:
+    """Test-time MPMM ablations of the trained head on the run's test episodes."""
+    from fsar_metric import FSARLLaVA, ablation
+    from fsar_train import EpisodeList, build_metric, evaluate_methods, feature_dim, load_checkpoint_weights
+
+    test = sources["test"]
+    head = build_metric(config, feature_dim(test))
+    if not isinstance(head, FSARLLaVA):
+        return {}
+    load_checkpoint_weights(head, run_dir / f"{config.eval.checkpoint}.pt")
+    methods = {}
+    for name in HEAD_ABLATIONS:
+        variant = FSARLLaVA(ablation(head.config, name))
+        variant.load_state_dict(head.state_dict())
+        methods[f"fsar_llava ({name.replace('_', ' ')})"] = variant.eval()
+    ec, ev = config.episodes, config.eval
+    out = {}
+    for shots in sorted({*ev.shots, ec.n_shot}):
+        path = run_dir / f"test_episodes_{ec.n_way}way_{shots}shot_{ev.episodes}_seed{ev.seed}.json"
+        if path.exists():
+            out[shots] = evaluate_methods(methods, test, EpisodeList.load(path), progress=True)
+    return out
+
+
+def run_main_job(config: Any, run_dir: Path, *, with_trx: bool = True, with_store: bool = True) -> dict[int, dict]:
+    """Train, evaluate, compare and build the store; returns shots → method → result."""
+    from fsar_train import load_sources, results_table, run_experiment
+
+    _check_data(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sources, _ = load_sources(config, run_dir)
+    result = run_experiment(config, run_dir, sources=sources)
+    merged = {k: dict(v) for k, v in result.results.items()}
+    if with_trx and config.metric.name != "trx":
+        trx = run_experiment(_trx_config(config), run_dir / "trx", sources=sources)
+        for k, by_method in trx.results.items():
+            merged.setdefault(k, {}).update(by_method)
+    for k, by_method in _head_ablations(config, run_dir, sources).items():
+        merged.setdefault(k, {}).update(by_method)
+    title = f"{config.name}: {config.data.benchmark}, test split, mean ± 95% CI (%)"
+    console.print(results_table(merged, title=title))
+    summary = {str(k): {n: r.to_dict() for n, r in m.items()} for k, m in merged.items()}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if with_store and config.metric.name == "fsar_llava":
+        from fsar_apps._store_cli import build_store_from_run
+
+        store = build_store_from_run(run_dir, config=config, sources=sources)
+        console.print(f"prototype store: {len(store)} meta-test actions in {store.uri} (`fsar store list`)")
+    console.print(f"run folder: {run_dir} (results.json, summary.json, plots, checkpoints)")
+    return merged
+
+
+@app.callback()
+def _default(
+    ctx: typer.Context,
+    preset: PresetOpt = DEFAULT_PRESET,
+    run_dir: RunDirOpt = DEFAULT_RUN,
+    benchmark: BenchmarkOpt = None,
+    data_root: DataRootOpt = None,
+    split_dir: SplitDirOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the main job when no command is given."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {
+            "preset": preset,
+            "run_dir": run_dir,
+            "benchmark": benchmark,
+            "data_root": data_root,
+            "split_dir": split_dir,
+            "model": model,
+            "device": device,
+            "set": set_,
+        }
+        return
+    config = build_config(
+        preset,
+        benchmark=benchmark,
+        data_root=data_root,
+        split_dir=split_dir,
+        model=model,
+        device=device,
+        overrides=set_,
+    )
+    run_main_job(config, run_dir)
+
+
+def _config_from(ctx: typer.Context, **local: Any) -> tuple[Any, Path]:
+    opts = dict(ctx.obj or {})
+    extra = local.pop("set", None)
+    opts.update({k: v for k, v in local.items() if v is not None})
+    opts["set"] = [*(opts.get("set") or []), *(extra or [])]
+    config = build_config(
+        opts.get("preset", DEFAULT_PRESET),
+        benchmark=opts.get("benchmark"),
+        data_root=opts.get("data_root"),
+        split_dir=opts.get("split_dir"),
+        model=opts.get("model"),
+        device=opts.get("device"),
+        overrides=opts.get("set"),
+    )
+    return config, Path(opts.get("run_dir", DEFAULT_RUN))
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    preset: SubPresetOpt = None,
+    run_dir: SubRunDirOpt = None,
+    set_: SetOpt = None,
+    trx: Annotated[bool, typer.Option(help="also train and evaluate the trx baseline")] = True,
+    store: Annotated[bool, typer.Option(help="build the prototype store of the meta-test actions")] = True,
+) -> None:
+    """The whole job: data, features, training, evaluation, table, store."""
+    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
+    run_main_job(config, folder, with_trx=trx, with_store=store)
+
+
+@app.command()
+def data(ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirOpt = None, set_: SetOpt = None) -> None:
+    """Prepare the data: generate synthetic-actions, or match split lists to videos and report what is missing."""
+    from fsar_train import load_splits
+
+    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
+    _check_data(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(config, report_dir=folder)
+    table = Table(title=f"{config.data.benchmark} splits")
+    for column in ("split", "classes", "videos"):
+        table.add_column(column)
+    for name, split in splits.items():
+        table.add_row(name, str(len(split.class_names)), str(len(split.videos)))
+    console.print(table)
+
+
+@app.command()
+def extract(ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirOpt = None, set_: SetOpt = None) -> None:
+    """Extract (or complete) the MLLM feature cache of every split."""
+    from fsar_train import load_sources, mllm_cache_dir
+
+    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
+    if config.features.source != "mllm":
+        raise UserError(f"features.source is {config.features.source!r}; extraction is for the 'mllm' source")
+    _check_data(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources, _ = load_sources(config, folder)
+    console.print(
+        f"feature cache {mllm_cache_dir(config)}: "
+        + ", ".join(f"{n} {len(s.video_ids)} videos" for n, s in sources.items())
+    )
+
+
+@app.command()
+def train(ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirOpt = None, set_: SetOpt = None) -> None:
+    """Train the configured metric (resumes from the run folder's last checkpoint)."""
+    from fsar_train import load_sources, prepare_run_dir
+    from fsar_train import train as train_metric
+
+    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
+    _check_data(config)
+    prepare_run_dir(folder, config)
+    sources, _ = load_sources(config, folder)
+    result = train_metric(config, sources["train"], sources["val"], folder)
+    console.print(f"best meta-val accuracy {100 * result.best_accuracy:.2f}% at step {result.best_step}; {folder}")
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirOpt = None, set_: SetOpt = None
+) -> None:
+    """Evaluate the run's checkpoint and the baselines on the fixed test episodes."""
+    from fsar_train import evaluate_run, results_table
+
+    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
+    result = evaluate_run(config, folder)
+    console.print(results_table(result.results, title=f"{config.name}: test split, mean ± 95% CI (%)"))
+
+
+@app.command()
+def presets() -> None:
+    """List the named configurations."""
+    from fsar_train import list_presets
+
+    for name in list_presets():
+        console.print(name)
+
+
+@app.command()
+def prompts(
+    benchmark: Annotated[str, typer.Option(help="benchmark whose scenario picks the wording")] = "synthetic",
+    family: Annotated[str, typer.Option(help="MLLM family (chat format)")] = "video-llava",
+    label: Annotated[
+        str, typer.Option(help="a class label for the support prompt")
+    ] = "Pushing [something] from left to right",
+) -> None:
+    """Show the exact prompts (support: label-aware; query: label-free) and their ids."""
+    from fsar_prompts import list_benchmarks, list_families, render_prompt, scenario_for
+
+    if family not in list_families():
+        raise UserError(f"unknown MLLM family {family!r}; valid: {', '.join(list_families())}")
+    scenario = scenario_for(benchmark) if benchmark in list_benchmarks() else None
+    if scenario is None:
+        raise UserError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")
+    table = Table(title=f"{family} prompts, scenario {scenario!r} ({benchmark})", show_lines=True)
+    for column in ("role", "id", "text"):
+        table.add_column(column)
+    for role, kwargs in (("query", {}), ("support", {"label": label}), ("label", {"label": label})):
+        rendered = render_prompt(family, role, scenario, **kwargs)
+        table.add_row(role, rendered.id, rendered.text)
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- entry point
+def _register_store_commands() -> None:
+    import fsar_apps._store_cli  # noqa: F401  (defines the `store` subcommands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; errors a user can fix print one sentence and return a non-zero status."""
+    from fsar_apps.store import StoreMismatchError
+
+    _register_store_commands()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        # Standalone mode: click prints usage errors itself and exits 2; our errors come out here.
+        app(args=argv, standalone_mode=True)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except (UserError, StoreMismatchError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        return 2
+    except FileNotFoundError as err:
+        err_console.print(f"[red]error:[/red] {err.strerror or err}: {err.filename or ''}".rstrip(": "))
+        return 2
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            err_console.print(f"[red]error:[/red] the disk is full while writing {err.filename or 'the run folder'}")
+            return 2
+        raise
+    except ValueError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; run the same command again to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

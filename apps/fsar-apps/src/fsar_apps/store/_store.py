@@ -1,0 +1,499 @@
+"""A LanceDB store of action prototypes for retrieval-style few-shot classification.
+
+One row per action (visual prototype ``[T, D]``, its pooled vector, text prototype ``[D]``), made
+by a trained FSAR-LLaVA head from K example videos. A query is a cosine vector search for
+candidates (visual and text columns, optionally filtered by tag) followed by MPMM re-ranking of
+the candidates, exactly the matching the head uses in episodes.
+
+Guarantees: the store records its recipe (features + head) and refuses anything else; re-adding
+an action replaces its row in one new table version (never a duplicate); concurrent writers
+append without losing rows (the table is created once, then merged into); every change is a table
+version that ``restore`` can go back to; any LanceDB URI works (a local path by default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import torch
+from lancedb.pydantic import LanceModel
+from torch import Tensor, nn
+
+from fsar_apps.store._schema import StoreRecipe, prototype_model
+from fsar_metric import MPMMConfig, mpmm_match
+from fsar_metric.head.mpmm import build_temporal
+
+__all__ = [
+    "ActionInfo",
+    "Match",
+    "PrototypeStore",
+    "QueryResult",
+    "StoreMismatchError",
+    "calibrate_threshold",
+]
+
+_META_TABLE = "fsar_meta"
+
+
+class StoreMismatchError(ValueError):
+    """Prototypes or a store made with a different feature recipe or head."""
+
+
+class _MetaRow(LanceModel):
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    """One stored action, as ``list`` shows it."""
+
+    action: str
+    action_text: str
+    tag: str
+    shots: int
+    support_ids: list[str]
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Match:
+    """One candidate action for a query.
+
+    Attributes:
+        action: the action name.
+        tag: its collection.
+        score: the fused MPMM logit (comparable within one query).
+        probability: softmax of the fused logits over the re-ranked candidates.
+    """
+
+    action: str
+    tag: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Top-k matches; ``unknown`` when the best probability is below the store's threshold."""
+
+    matches: list[Match]
+    unknown: bool
+    threshold: float | None
+    n_candidates: int
+
+    @property
+    def best(self) -> str | None:
+        """The predicted action, or None for an unknown query or an empty store."""
+        return None if self.unknown or not self.matches else self.matches[0].action
+
+
+def _sql(value: str) -> str:
+    """A SQL string literal for LanceDB filters (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _key(tag: str, action: str) -> str:
+    return f"{tag}/{action}"
+
+
+def calibrate_threshold(known: Tensor, unknown: Tensor) -> float:
+    """The probability threshold that best separates accepted from rejected queries.
+
+    Args:
+        known: ``[A]`` best-match probabilities of queries that should be accepted (their action is
+            stored and ranked first), e.g. from meta-val.
+        unknown: ``[B]`` best-match probabilities of queries whose action is not stored.
+
+    Returns:
+        The threshold maximising Youden's J = TPR − FPR (queries with probability below it are
+        "unknown").
+
+    Raises:
+        ValueError: either side is empty.
+    """
+    if known.numel() == 0 or unknown.numel() == 0:
+        raise ValueError(f"calibration needs both known and unknown queries, got {known.numel()} and {unknown.numel()}")
+    candidates = torch.cat([known, unknown, known.new_tensor([math.inf])]).unique()  # sorted
+    tpr = (known[None, :] >= candidates[:, None]).float().mean(1)
+    fpr = (unknown[None, :] >= candidates[:, None]).float().mean(1)
+    return float(candidates[(tpr - fpr).argmax()])
+
+
+class PrototypeStore:
+    """Prototypes of actions in a LanceDB database (see the module docstring).
+
+    Open with ``PrototypeStore.open(uri, recipe)``; the first open of a new URI records the recipe.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from fsar_apps.store import PrototypeStore, StoreRecipe
+        >>> recipe = StoreRecipe({"model": "tiny"}, head_hash="h0", dim=4, n_frames=2)
+        >>> store = PrototypeStore.open(tempfile.mkdtemp(), recipe)
+        >>> version = store.add("waving", torch.randn(2, 4), torch.randn(4), support_ids=["v1"])
+        >>> [a.action for a in store.list()]
+        ['waving']
+        >>> store.query(torch.randn(2, 4), torch.randn(4), k=1).matches[0].action
+        'waving'
+    """
+
+    def __init__(self, db: Any, table: Any, meta: Any, recipe: StoreRecipe, uri: str) -> None:
+        self._db, self._table, self._meta, self.recipe, self.uri = db, table, meta, recipe, uri
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls, uri: str | Path, recipe: StoreRecipe | None = None, *, table_name: str = "prototypes"
+    ) -> PrototypeStore:
+        """Open (or create) the store at ``uri``.
+
+        Args:
+            uri: a local path or any LanceDB URI (``s3://…``, ``memory://``).
+            recipe: the recipe of the prototypes you will add or query with. Required to create a
+                store; when given for an existing store it must equal the stored one.
+
+        Raises:
+            StoreMismatchError: ``recipe`` differs from the store's (both are named).
+            ValueError: no store at ``uri`` and no recipe to create one.
+        """
+        uri = str(uri)
+        # Read-your-writes across processes: every read sees the latest committed version.
+        db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
+        meta = db.create_table(_META_TABLE, schema=_MetaRow, exist_ok=True)
+        stored = cls._read_meta(meta).get("recipe")
+        if stored is None:
+            if recipe is None:
+                raise ValueError(f"no prototype store at {uri}: create one by opening it with a StoreRecipe")
+            if recipe.dim < 1 or recipe.n_frames < 1:
+                raise ValueError(f"a store recipe needs dim >= 1 and n_frames >= 1, got {recipe.describe()}")
+            # merge_insert on the key: two processes creating the store at once write one row.
+            meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+                [{"key": "recipe", "value": recipe.to_json()}]
+            )
+            stored = cls._read_meta(meta)["recipe"]
+        stored_recipe = StoreRecipe.from_json(stored)
+        if recipe is not None and recipe != stored_recipe:
+            raise StoreMismatchError(
+                f"the store at {uri} holds prototypes of {stored_recipe.describe()} "
+                f"(recipe {stored_recipe.fingerprint}), not {recipe.describe()} (recipe {recipe.fingerprint})"
+            )
+        table = db.create_table(table_name, schema=prototype_model(stored_recipe.dim), exist_ok=True)
+        return cls(db, table, meta, stored_recipe, uri)
+
+    @staticmethod
+    def _read_meta(meta: Any) -> dict[str, str]:
+        rows = meta.search().limit(None).to_arrow().to_pylist()
+        return {row["key"]: row["value"] for row in rows}
+
+    # ------------------------------------------------------------------ writing
+    def _check(self, visual: Tensor, text: Tensor, recipe: StoreRecipe | None) -> None:
+        if recipe is not None and recipe != self.recipe:
+            raise StoreMismatchError(
+                f"prototypes of {recipe.describe()} (recipe {recipe.fingerprint}) cannot go into the store at "
+                f"{self.uri}, which holds {self.recipe.describe()} (recipe {self.recipe.fingerprint})"
+            )
+        expected = (self.recipe.n_frames, self.recipe.dim)
+        if tuple(visual.shape) != expected or tuple(text.shape) != (self.recipe.dim,):
+            raise ValueError(
+                f"a prototype must be visual [T, D] = {list(expected)} and text [D] = [{self.recipe.dim}], "
+                f"got {list(visual.shape)} and {list(text.shape)}"
+            )
+        if not (torch.isfinite(visual).all() and torch.isfinite(text).all()):
+            raise ValueError("a prototype holds NaN or inf values")
+
+    def _row(
+        self,
+        action: str,
+        visual: Tensor,
+        text: Tensor,
+        shots: int,
+        support_ids: list[str],
+        tag: str,
+        action_text: str | None,
+    ) -> dict[str, Any]:
+        if not action.strip():
+            raise ValueError("an action name cannot be empty")
+        visual = visual.detach().float().cpu()
+        text = text.detach().float().cpu()
+        return {
+            "key": _key(tag, action),
+            "action": action,
+            "action_text": action_text if action_text is not None else action,
+            "tag": tag,
+            "vector": nn.functional.normalize(visual.mean(0), dim=0).tolist(),
+            "frames": visual.tolist(),
+            "text": nn.functional.normalize(text, dim=0).tolist(),
+            "shots": int(shots),
+            "support_ids": list(support_ids),
+            "recipe_hash": self.recipe.fingerprint,
+            "head_hash": self.recipe.head_hash,
+            "created": datetime.now(UTC),
+        }
+
+    def add(
+        self,
+        action: str,
+        visual: Tensor,
+        text: Tensor,
+        *,
+        support_ids: list[str],
+        tag: str = "default",
+        action_text: str | None = None,
+        recipe: StoreRecipe | None = None,
+    ) -> int:
+        """Add (or replace) one action's prototype; returns the new table version.
+
+        Args:
+            action: the action name.
+            visual: ``[T, D]`` visual prototype P_v.
+            text: ``[D]`` text prototype P_t.
+            support_ids: the K example videos it was built from.
+            tag: the collection (dataset name or user collection).
+            action_text: the normalised name, if it differs.
+            recipe: the recipe the prototype was made with; refused if it is not the store's.
+        """
+        return self.add_many(
+            [(action, visual, text, support_ids)],
+            tag=tag,
+            recipe=recipe,
+            action_texts=None if action_text is None else [action_text],
+        )
+
+    def add_many(
+        self,
+        items: list[tuple[str, Tensor, Tensor, list[str]]],
+        *,
+        tag: str = "default",
+        recipe: StoreRecipe | None = None,
+        action_texts: list[str] | None = None,
+    ) -> int:
+        """Add or replace several actions ``(action, visual [T, D], text [D], support_ids)`` in one version."""
+        if not items:
+            raise ValueError("add_many got no actions")
+        names = [item[0] for item in items]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"add_many got the same action twice: {sorted(n for n in set(names) if names.count(n) > 1)}"
+            )
+        rows = []
+        for i, (action, visual, text, support_ids) in enumerate(items):
+            self._check(visual, text, recipe)
+            label = None if action_texts is None else action_texts[i]
+            rows.append(self._row(action, visual, text, len(support_ids), support_ids, tag, label))
+        result = self._table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+        return int(result.version)
+
+    def remove(self, action: str, *, tag: str = "default") -> int:
+        """Delete one action; returns the new table version.
+
+        Raises:
+            ValueError: the action is not in the store (the message lists the tag's actions).
+        """
+        self._require(action, tag)
+        self._table.delete(f"key = {_sql(_key(tag, action))}")
+        return self._table.version
+
+    def rename(self, old: str, new: str, *, tag: str = "default") -> int:
+        """Rename an action in place (one new version).
+
+        Raises:
+            ValueError: ``old`` is missing, ``new`` exists already, or ``new`` is empty.
+        """
+        self._require(old, tag)
+        if not new.strip():
+            raise ValueError("an action name cannot be empty")
+        if self._exists(new, tag):
+            raise ValueError(f"cannot rename {old!r} to {new!r}: {new!r} already exists in tag {tag!r}")
+        self._table.update(
+            where=f"key = {_sql(_key(tag, old))}", values={"key": _key(tag, new), "action": new, "action_text": new}
+        )
+        return self._table.version
+
+    def _exists(self, action: str, tag: str) -> bool:
+        return self._table.count_rows(f"key = {_sql(_key(tag, action))}") > 0
+
+    def _require(self, action: str, tag: str) -> None:
+        if not self._exists(action, tag):
+            known = [a.action for a in self.list(tag=tag)]
+            raise ValueError(f"no action {action!r} in tag {tag!r}; stored: {', '.join(known) or '(none)'}")
+
+    # ------------------------------------------------------------------ versions
+    @property
+    def version(self) -> int:
+        return int(self._table.version)
+
+    def versions(self) -> list[tuple[int, datetime]]:
+        """Every version of the prototype table, oldest first."""
+        return [(int(v["version"]), v["timestamp"]) for v in self._table.list_versions()]
+
+    def restore(self, version: int) -> int:
+        """Make ``version``'s content the latest (as a new version, so nothing is lost)."""
+        known = [v for v, _ in self.versions()]
+        if version not in known:
+            raise ValueError(f"no version {version}; the table has versions {known[0]}..{known[-1]}")
+        self._table.restore(version)
+        return self.version
+
+    def optimize(self) -> None:
+        """Compact the table's files after bulk appends (LanceDB's ``optimize``)."""
+        self._table.optimize()
+
+    def create_indexes(self, *, min_rows: int = 4096) -> bool:
+        """Build IVF-PQ cosine indexes on the visual and text search columns.
+
+        Flat search is exact and fast enough for small stores; an index pays off from tens of
+        thousands of actions. Returns False (and builds nothing) below ``min_rows`` rows.
+        """
+        from lancedb.index import IvfPq
+
+        n_rows = len(self)
+        if n_rows < min_rows:
+            return False
+        partitions = max(1, int(math.sqrt(n_rows)))
+        sub_vectors = max(1, self.recipe.dim // 16)
+        for column in ("vector", "text"):
+            self._table.create_index(
+                column,
+                config=IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors),
+                replace=True,
+            )
+        return True
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return int(self._table.count_rows())
+
+    def list(self, *, tag: str | None = None) -> list[ActionInfo]:
+        """The stored actions (optionally of one tag), sorted by tag then name."""
+        query = self._table.search().select(["action", "action_text", "tag", "shots", "support_ids", "created"])
+        if tag is not None:
+            query = query.where(f"tag = {_sql(tag)}")
+        rows = query.limit(None).to_arrow().to_pylist()
+        infos = [
+            ActionInfo(r["action"], r["action_text"], r["tag"], r["shots"], r["support_ids"], r["created"])
+            for r in rows
+        ]
+        return sorted(infos, key=lambda a: (a.tag, a.action))
+
+    @property
+    def unknown_threshold(self) -> float | None:
+        """The open-set threshold on the best match's probability, or None (never "unknown")."""
+        value = self._read_meta(self._meta).get("unknown_threshold")
+        return None if value is None else float(value)
+
+    def set_unknown_threshold(self, threshold: float | None) -> None:
+        """Record (or clear, with None) the open-set threshold, e.g. from ``calibrate_threshold``."""
+        if threshold is None:
+            self._meta.delete("key = 'unknown_threshold'")
+            return
+        if not 0.0 <= threshold <= 1.0 and not math.isinf(threshold):
+            raise ValueError(f"the unknown threshold is a probability in [0, 1], got {threshold}")
+        self._meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+            [{"key": "unknown_threshold", "value": repr(float(threshold))}]
+        )
+
+    def _candidates(
+        self, frames: Tensor, text: Tensor | None, limit: int | None, tag: str | None
+    ) -> tuple[list[str], list[str], Tensor, Tensor]:
+        """Candidate rows: names, tags, visual prototypes ``[M, T, D]`` and text prototypes ``[M, D]``."""
+        columns = ["action", "tag", "frames", "text"]
+        where = None if tag is None else f"tag = {_sql(tag)}"
+        tables = []
+        if limit is None:
+            query = self._table.search().select(columns)
+            tables.append((query.where(where) if where else query).limit(None).to_arrow())
+        else:
+            probes = [("vector", nn.functional.normalize(frames.mean(0), dim=0))]
+            if text is not None:
+                probes.append(("text", nn.functional.normalize(text, dim=0)))
+            for column, vector in probes:
+                query = self._table.search(vector.float().numpy(), vector_column_name=column).distance_type("cosine")
+                if where:
+                    query = query.where(where, prefilter=True)
+                tables.append(query.select([*columns, "_distance"]).limit(limit).to_arrow())
+        names: list[str] = []
+        tags: list[str] = []
+        visual_parts, text_parts = [], []
+        seen: set[tuple[str, str]] = set()
+        n_frames, dim = self.recipe.n_frames, self.recipe.dim
+        for table in tables:
+            if table.num_rows == 0:
+                continue
+            # Arrow buffers straight to numpy: converting 8 × 1024 floats per row through Python
+            # lists cost more than the vector search itself.
+            row_frames = table.column("frames").combine_chunks().flatten().flatten().to_numpy()
+            row_text = table.column("text").combine_chunks().flatten().to_numpy()
+            row_frames = row_frames.reshape(table.num_rows, n_frames, dim)
+            row_text = row_text.reshape(table.num_rows, dim)
+            keep = []
+            actions, row_tags = table.column("action").to_pylist(), table.column("tag").to_pylist()
+            for i, (action, row_tag) in enumerate(zip(actions, row_tags, strict=True)):
+                if (row_tag, action) not in seen:
+                    seen.add((row_tag, action))
+                    keep.append(i)
+                    names.append(action)
+                    tags.append(row_tag)
+            visual_parts.append(torch.from_numpy(np.ascontiguousarray(row_frames[keep])))
+            text_parts.append(torch.from_numpy(np.ascontiguousarray(row_text[keep])))
+        if not names:
+            return [], [], torch.empty(0, n_frames, dim), torch.empty(0, dim)
+        return names, tags, torch.cat(visual_parts), torch.cat(text_parts)
+
+    def query(
+        self,
+        frames: Tensor,
+        text: Tensor | None,
+        *,
+        k: int = 5,
+        tag: str | None = None,
+        candidates: int | None = 50,
+        mpmm: MPMMConfig | None = None,
+        threshold: float | None = None,
+    ) -> QueryResult:
+        """Classify one query against the stored actions.
+
+        Args:
+            frames: ``[T, D]`` the query's frames after the head's query-side encoding.
+            text: ``[D]`` its label-free text after MFEM (None for a visual-only MPMM).
+            k: how many matches to return.
+            tag: only consider this collection.
+            candidates: nearest rows per search column (visual and text) to re-rank; None re-ranks
+                every stored action (brute force).
+            mpmm: the head's MPMM config (default: fsar's defaults).
+            threshold: the open-set threshold; default: the store's calibrated one.
+
+        Returns:
+            ``QueryResult``; an empty store gives no matches (and ``best`` None).
+        """
+        if frames.dim() != 2 or frames.shape[-1] != self.recipe.dim:
+            raise ValueError(f"query frames must be [T, D] with D = {self.recipe.dim}, got {list(frames.shape)}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        config = mpmm if mpmm is not None else MPMMConfig()
+        names, tags, proto_frames, proto_text = self._candidates(
+            frames.detach().float().cpu(), None if text is None else text.detach().float().cpu(), candidates, tag
+        )
+        threshold = self.unknown_threshold if threshold is None else threshold
+        if not names:
+            return QueryResult([], unknown=True, threshold=threshold, n_candidates=0)
+        with torch.no_grad():
+            out = mpmm_match(
+                frames.detach().float().cpu()[None],
+                None if text is None else text.detach().float().cpu()[None],
+                proto_frames,
+                proto_text,
+                build_temporal(config),
+                config,
+            )
+        logits = out.logits[0]  # [M]
+        probs = logits.softmax(-1)
+        order = logits.argsort(descending=True)[:k]
+        matches = [Match(names[i], tags[i], float(logits[i]), float(probs[i])) for i in order.tolist()]
+        unknown = threshold is not None and matches[0].probability < threshold
+        return QueryResult(matches, unknown=unknown, threshold=threshold, n_candidates=len(names))
