@@ -217,3 +217,22 @@ def test_the_head_fingerprint_changes_with_the_weights():
     with torch.no_grad():
         next(head.parameters()).add_(1e-3)
     assert head_fingerprint(head) != before
+
+
+def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
+    from fsar_apps._store_cli import _Run, calibrate_unknown_threshold
+    from fsar_train import TensorFeatures
+
+    head = _head()
+    gen = torch.Generator().manual_seed(3)
+    # Four val classes, eight videos each; each class has its own text direction and trajectory.
+    class_visual = torch.randn(4, N_FRAMES, 12, generator=gen)
+    class_text = 3 * torch.randn(4, 12, generator=gen)
+    labels = [c for c in range(4) for _ in range(8)]
+    visual = torch.stack([class_visual[c] + 0.05 * torch.randn(N_FRAMES, 12, generator=gen) for c in labels])
+    text = torch.stack([class_text[c] + 0.05 * torch.randn(12, generator=gen) for c in labels])
+    val = TensorFeatures(visual, labels, support_text=text, query_text=text)
+    recipe = StoreRecipe({"model": "m"}, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES)
+    threshold = calibrate_unknown_threshold(_Run(None, head, recipe, None), val, shots=3)
+    assert threshold is not None
+    assert 0.0 < threshold <= 1.0

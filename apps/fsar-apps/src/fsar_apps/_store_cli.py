@@ -11,7 +11,14 @@ import typer
 from rich.table import Table
 
 from fsar_apps.cli import DEFAULT_RUN, UserError, console, store_app
-from fsar_apps.store import PrototypeStore, StoreRecipe, action_prototype, encode_query, head_fingerprint
+from fsar_apps.store import (
+    PrototypeStore,
+    StoreRecipe,
+    action_prototype,
+    calibrate_threshold,
+    encode_query,
+    head_fingerprint,
+)
 
 RunOpt = Annotated[Path, typer.Option("--run-dir", help="a trained run folder (config.toml, best.pt)")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="a LanceDB URI; default <run-dir>/store")]
@@ -82,7 +89,55 @@ def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = No
         items.append((name, p_v, p_t, [test.video_ids[p] for p in positions]))
     store.add_many(items, tag=run.config.data.benchmark)
     store.optimize()
+    if "val" in sources:
+        threshold = calibrate_unknown_threshold(run, sources["val"], shots=shots)
+        if threshold is not None:
+            store.set_unknown_threshold(threshold)
     return store
+
+
+def _prototypes_of(run: _Run, source: Any, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return action_prototype(
+        run.head,
+        source.visual(positions).float(),
+        source.text(positions, "support").float(),
+        source.text(positions, "query").float(),
+    )
+
+
+def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float | None:
+    """The open-set threshold from meta-val: the first half of the val classes are stored (``shots``
+    videos each), the other half play unknown actions; every other val video is a query.
+
+    Returns:
+        The threshold maximising TPR − FPR, or None when meta-val has fewer than 2 classes.
+    """
+    n_classes = len(val.class_names)
+    if n_classes < 2:
+        return None
+    known = set(range((n_classes + 1) // 2))
+    store = PrototypeStore.open("memory://", run.recipe)
+    support: set[int] = set()
+    items = []
+    for c in sorted(known):
+        positions = [p for p, label in enumerate(val.labels) if label == c][:shots]
+        support.update(positions)
+        items.append((val.class_names[c], *_prototypes_of(run, val, positions), [val.video_ids[p] for p in positions]))
+    store.add_many(items)
+    accepted, rejected = [], []
+    for p, label in enumerate(val.labels):
+        if p in support:
+            continue
+        frames, text = encode_query(run.head, val.visual([p])[0].float(), val.text([p], "query")[0].float())
+        best = store.query(frames, text, k=1, candidates=None, mpmm=run.head.config.mpmm, threshold=float("-inf"))
+        score = torch.tensor(best.matches[0].probability)
+        if label in known and best.matches[0].action == val.class_names[label]:
+            accepted.append(score)
+        elif label not in known:
+            rejected.append(score)
+    if not accepted or not rejected:
+        return None
+    return calibrate_threshold(torch.stack(accepted), torch.stack(rejected))
 
 
 def _extract(run: _Run, videos: list[Path], label: str | None) -> list[Any]:
