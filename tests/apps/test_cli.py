@@ -72,6 +72,15 @@ def test_the_main_job_trains_evaluates_prints_the_table_and_builds_the_store(tin
     assert (run_dir / "store").is_dir()
 
 
+def test_running_again_prints_the_stored_results_without_re_evaluating(tiny_run, capsys):
+    _, run_dir, root = tiny_run
+    capsys.readouterr()
+    assert main(["--run-dir", str(run_dir), "-o", f"data.root='{root / 'data'}'", *TINY]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "results of the earlier run" in out
+    assert "fsar_llava" in out
+
+
 def test_store_commands_on_the_runs_store(tiny_run, capsys):
     _, run_dir, root = tiny_run
     assert main(["store", "list", "--run-dir", str(run_dir)]) == 0

@@ -69,3 +69,28 @@ def test_the_llava_preset_trains_and_evaluates_the_head_on_mllm_features(tiny_co
     assert not result.results[1]["otam"].uses_class_names
     assert (tmp_path / "run" / "results.json").exists()
     assert (tmp_path / "run" / "best.pt").exists()
+
+
+def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(tiny_config, tmp_path):
+    from fsar_train import EpisodeList, build_metric, feature_dim, run_episodes
+
+    sources, _ = load_sources(tiny_config, tmp_path, progress=False)
+    test = sources["test"]
+    torch.manual_seed(0)
+    head = build_metric(tiny_config, feature_dim(test)).eval()
+    episodes = EpisodeList.sample(test.labels, test.video_ids, count=20, n_way=5, n_shot=1, n_query=1, seed=0)
+
+    class EpisodeOnly(torch.nn.Module):  # the same head without encode_pool: the per-episode path
+        uses_text = True
+        uses_label_free_support = True
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    pooled = run_episodes(head, test, episodes)
+    per_episode = run_episodes(EpisodeOnly(head), test, episodes)
+    assert (pooled[2] == per_episode[2]).all()

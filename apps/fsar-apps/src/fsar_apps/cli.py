@@ -169,12 +169,48 @@ def _head_ablations(config: Any, run_dir: Path, sources: Any) -> dict[int, dict[
     return out
 
 
-def run_main_job(config: Any, run_dir: Path, *, with_trx: bool = True, with_store: bool = True) -> dict[int, dict]:
-    """Train, evaluate, compare and build the store; returns shots → method → result."""
-    from fsar_train import load_sources, results_table, run_experiment
+def summary_table(summary: dict[str, dict[str, dict]], title: str) -> Table:
+    """The results table from a run's ``summary.json`` (shots → method → result dict)."""
+    shots = sorted(summary, key=int)
+    table = Table(title=title)
+    table.add_column("method")
+    for k in shots:
+        table.add_column(
+            f"5-way {k}-shot" if not summary[k] else f"{next(iter(summary[k].values()))['n_way']}-way {k}-shot",
+            justify="right",
+        )
+    table.add_column("episodes", justify="right")
+    table.add_column("class names", justify="center")
+    for name in dict.fromkeys(n for k in shots for n in summary[k]):
+        cells = [
+            f"{summary[k][name]['accuracy']:.2f} ± {summary[k][name]['ci95']:.2f}" if name in summary[k] else "–"
+            for k in shots
+        ]
+        any_result = next(summary[k][name] for k in shots if name in summary[k])
+        table.add_row(name, *cells, f"{any_result['n_episodes']:,}", "yes" if any_result["uses_class_names"] else "no")
+    return table
+
+
+def run_main_job(
+    config: Any, run_dir: Path, *, with_trx: bool = True, with_store: bool = True, force: bool = False
+) -> dict[str, dict]:
+    """Train, evaluate, compare and build the store; returns shots → method → result dict.
+
+    A run folder that already holds ``summary.json`` for the same config prints it again instead of
+    re-evaluating (``force`` re-evaluates; the data, feature cache and checkpoints are reused either way).
+    """
+    from fsar_train import load_sources, prepare_run_dir, results_table, run_experiment
 
     _check_data(config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{config.name}: {config.data.benchmark}, test split, mean ± 95% CI (%)"
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists() and not force:
+        prepare_run_dir(run_dir, config)  # refuses a folder made with another config
+        summary = json.loads(summary_path.read_text())
+        console.print(summary_table(summary, title))
+        console.print(f"results of the earlier run in {run_dir} (same config); --force re-evaluates")
+        return summary
     sources, _ = load_sources(config, run_dir)
     result = run_experiment(config, run_dir, sources=sources)
     merged = {k: dict(v) for k, v in result.results.items()}
@@ -184,17 +220,16 @@ def run_main_job(config: Any, run_dir: Path, *, with_trx: bool = True, with_stor
             merged.setdefault(k, {}).update(by_method)
     for k, by_method in _head_ablations(config, run_dir, sources).items():
         merged.setdefault(k, {}).update(by_method)
-    title = f"{config.name}: {config.data.benchmark}, test split, mean ± 95% CI (%)"
     console.print(results_table(merged, title=title))
     summary = {str(k): {n: r.to_dict() for n, r in m.items()} for k, m in merged.items()}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary_path.write_text(json.dumps(summary, indent=2))
     if with_store and config.metric.name == "fsar_llava":
         from fsar_apps._store_cli import build_store_from_run
 
         store = build_store_from_run(run_dir, config=config, sources=sources)
         console.print(f"prototype store: {len(store)} meta-test actions in {store.uri} (`fsar store list`)")
     console.print(f"run folder: {run_dir} (results.json, summary.json, plots, checkpoints)")
-    return merged
+    return summary
 
 
 @app.callback()
@@ -259,10 +294,11 @@ def run(
     set_: SetOpt = None,
     trx: Annotated[bool, typer.Option(help="also train and evaluate the trx baseline")] = True,
     store: Annotated[bool, typer.Option(help="build the prototype store of the meta-test actions")] = True,
+    force: Annotated[bool, typer.Option("--force", help="re-evaluate even if the run folder has results")] = False,
 ) -> None:
     """The whole job: data, features, training, evaluation, table, store."""
     config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
-    run_main_job(config, folder, with_trx=trx, with_store=store)
+    run_main_job(config, folder, with_trx=trx, with_store=store, force=force)
 
 
 @app.command()

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from rich.table import Table
-from torch import nn
+from torch import Tensor, nn
 
 from fsar_metric import score_episode
 from fsar_train._episodes import EpisodeList, video_list_hash
-from fsar_train._features import FeatureSource, build_episode
+from fsar_train._features import FeatureSource, TextRole, build_episode
 from fsar_train._progress import make_progress
 
 __all__ = ["MethodResult", "evaluate_methods", "mean_ci", "results_table", "run_episodes", "uses_class_names"]
@@ -97,6 +97,18 @@ class MethodResult:
         return out
 
 
+def _encode_pool(metric: nn.Module, source: FeatureSource, device: torch.device | str) -> object:
+    """``metric.encode_pool`` over every video of ``source`` (visual, label-aware and label-free text)."""
+    positions = list(range(len(source.video_ids)))
+    roles = source.text_roles
+
+    def text(role: TextRole) -> Tensor | None:
+        return source.text(positions, role).to(device, torch.float32) if role in roles else None
+
+    visual = source.visual(positions).to(device, torch.float32)  # [V, T, D]
+    return metric.encode_pool(visual, text("support"), text("query"), chunk_size=256)
+
+
 @torch.no_grad()
 def run_episodes(
     metric: nn.Module,
@@ -117,13 +129,21 @@ def run_episodes(
     with_text = bool(getattr(metric, "uses_text", False))
     accuracies = np.empty(len(episodes), dtype=np.float64)
     true, predicted = [], []
+    # Metrics with a per-video encoding (the FSAR-LLaVA head) encode every video of the split once
+    # and score episodes from that pool; the result equals score_episode (tested in fsar-metric).
+    pool = _encode_pool(metric, source, device) if hasattr(metric, "encode_pool") else None
     try:
         with make_progress(progress) as bar:
             task = bar.add_task(description, total=len(episodes), info="")
             for e, indices in enumerate(episodes.episodes):
-                # No class anchors: scoring never reads them.
-                episode = build_episode(source, indices, with_text=with_text, device=device)
-                prediction = score_episode(metric, episode).argmax(-1).cpu()  # [Q]
+                if pool is not None:
+                    support_idx = torch.tensor(indices.support, device=device)  # [N, K]
+                    query_idx = torch.tensor(list(indices.query), device=device)  # [Q]
+                    prediction = metric.score_pool(pool, support_idx, query_idx).argmax(-1).cpu()  # [Q]
+                else:
+                    # No class anchors: scoring never reads them.
+                    episode = build_episode(source, indices, with_text=with_text, device=device)
+                    prediction = score_episode(metric, episode).argmax(-1).cpu()  # [Q]
                 labels = torch.tensor(indices.query_labels)
                 accuracies[e] = float((prediction == labels).double().mean())
                 class_ids = torch.tensor(indices.class_ids)
