@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import typer
 from rich.table import Table
 
 from fsar_apps.cli import DEFAULT_RUN, UserError, console, store_app
-from fsar_apps.store import (
-    PrototypeStore,
-    StoreRecipe,
-    action_prototype,
-    calibrate_threshold,
-    encode_query,
-    head_fingerprint,
-)
+
+if TYPE_CHECKING:
+    from fsar_apps.store import PrototypeStore, StoreRecipe
+
+
+def _store() -> Any:
+    """fsar_apps.store, imported on first use: lancedb must not be loaded before the synthetic-data
+    generator forks its worker processes (lancedb's runtime is not fork-safe)."""
+    import fsar_apps.store
+
+    return fsar_apps.store
+
 
 RunOpt = Annotated[Path, typer.Option("--run-dir", help="a trained run folder (config.toml, best.pt)")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="a LanceDB URI; default <run-dir>/store")]
@@ -55,9 +59,9 @@ def _load_run(run_dir: Path) -> _Run:
     assert isinstance(head, FSARLLaVA)
     load_checkpoint_weights(head, checkpoint)
     head.eval()
-    recipe = StoreRecipe(
+    recipe = _store().StoreRecipe(
         feature_recipe=dataclasses.asdict(cache.recipe),
-        head_hash=head_fingerprint(head),
+        head_hash=_store().head_fingerprint(head),
         dim=head.config.dim,
         n_frames=config.features.n_frames,
     )
@@ -65,7 +69,7 @@ def _load_run(run_dir: Path) -> _Run:
 
 
 def _open(run: _Run, uri: str | None) -> PrototypeStore:
-    return PrototypeStore.open(uri or (run.folder / "store"), run.recipe)
+    return _store().PrototypeStore.open(uri or (run.folder / "store"), run.recipe)
 
 
 def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = None, shots: int = 5) -> PrototypeStore:
@@ -85,7 +89,7 @@ def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = No
         visual = test.visual(positions).float()
         support_text = test.text(positions, "support").float()
         free = test.text(positions, "query").float()
-        p_v, p_t = action_prototype(run.head, visual, support_text, free)
+        p_v, p_t = _store().action_prototype(run.head, visual, support_text, free)
         items.append((name, p_v, p_t, [test.video_ids[p] for p in positions]))
     store.add_many(items, tag=run.config.data.benchmark)
     store.optimize()
@@ -97,7 +101,7 @@ def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = No
 
 
 def _prototypes_of(run: _Run, source: Any, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return action_prototype(
+    return _store().action_prototype(
         run.head,
         source.visual(positions).float(),
         source.text(positions, "support").float(),
@@ -116,7 +120,7 @@ def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float
     if n_classes < 2:
         return None
     known = set(range((n_classes + 1) // 2))
-    store = PrototypeStore.open("memory://", run.recipe)
+    store = _store().PrototypeStore.open("memory://", run.recipe)
     support: set[int] = set()
     items = []
     for c in sorted(known):
@@ -128,7 +132,7 @@ def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float
     for p, label in enumerate(val.labels):
         if p in support:
             continue
-        frames, text = encode_query(run.head, val.visual([p])[0].float(), val.text([p], "query")[0].float())
+        frames, text = _store().encode_query(run.head, val.visual([p])[0].float(), val.text([p], "query")[0].float())
         best = store.query(frames, text, k=1, candidates=None, mpmm=run.head.config.mpmm, threshold=float("-inf"))
         score = torch.tensor(best.matches[0].probability)
         if label in known and best.matches[0].action == val.class_names[label]:
@@ -137,7 +141,7 @@ def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float
             rejected.append(score)
     if not accepted or not rejected:
         return None
-    return calibrate_threshold(torch.stack(accepted), torch.stack(rejected))
+    return _store().calibrate_threshold(torch.stack(accepted), torch.stack(rejected))
 
 
 def _extract(run: _Run, videos: list[Path], label: str | None) -> list[Any]:
@@ -150,7 +154,7 @@ def _extract(run: _Run, videos: list[Path], label: str | None) -> list[Any]:
     )
     kwargs = {"model": feats.model} if feats.model else {}
     extractor = FeatureExtractor(feats.backend if not kwargs else _backend(feats.backend, kwargs), extraction)
-    if StoreRecipe(dataclasses.asdict(extractor.recipe)).feature_recipe != run.recipe.feature_recipe:
+    if _store().StoreRecipe(dataclasses.asdict(extractor.recipe)).feature_recipe != run.recipe.feature_recipe:
         raise UserError("the videos would be extracted with another feature recipe than the run's cache")
     out = []
     for path in videos:
@@ -188,7 +192,7 @@ def add(
     run = _load_run(run_dir)
     features = _extract(run, videos, label=action)
     visual = torch.stack([f.visual for f in features]).float()
-    p_v, p_t = action_prototype(
+    p_v, p_t = _store().action_prototype(
         run.head,
         visual,
         torch.stack([f.text["support"] for f in features]).float(),
@@ -213,7 +217,7 @@ def query(
     if len(store) == 0:
         raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
     (features,) = _extract(run, [video], label=None)
-    frames, text = encode_query(run.head, features.visual.float(), features.text["query"].float())
+    frames, text = _store().encode_query(run.head, features.visual.float(), features.text["query"].float())
     result = store.query(frames, text, k=k, tag=tag, mpmm=run.head.config.mpmm)
     table = Table(title=f"{video.name}: {'unknown action' if result.unknown else result.best}")
     for column in ("rank", "action", "tag", "probability", "score"):
@@ -228,7 +232,7 @@ def list_actions(
     run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: Annotated[str | None, typer.Option("--tag")] = None
 ) -> None:
     """List the stored actions."""
-    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
     actions = store.list(tag=tag)
     if not actions:
         console.print(f"the store at {store.uri} is empty")
@@ -244,7 +248,7 @@ def list_actions(
 @store_app.command("remove")
 def remove(action: str, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: TagOpt = "default") -> None:
     """Remove an action."""
-    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
     console.print(f"removed {action!r} (store version {store.remove(action, tag=tag)})")
 
 
@@ -253,14 +257,14 @@ def rename(
     old: str, new: str, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: TagOpt = "default"
 ) -> None:
     """Rename an action."""
-    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
     console.print(f"renamed {old!r} to {new!r} (store version {store.rename(old, new, tag=tag)})")
 
 
 @store_app.command("versions")
 def versions(run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None) -> None:
     """List the table versions (every change is one)."""
-    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
     table = Table(title=f"versions of {store.uri}")
     table.add_column("version")
     table.add_column("time")
@@ -272,5 +276,5 @@ def versions(run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None) -> None:
 @store_app.command("restore")
 def restore(version: int, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None) -> None:
     """Make an earlier version the latest (as a new version: nothing is lost)."""
-    store = PrototypeStore.open(store_uri or (run_dir / "store"))
+    store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
     console.print(f"restored version {version} as version {store.restore(version)}")

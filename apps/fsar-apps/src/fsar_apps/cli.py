@@ -402,8 +402,6 @@ def _register_store_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; errors a user can fix print one sentence and return a non-zero status."""
-    from fsar_apps.store import StoreMismatchError
-
     _register_store_commands()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -412,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=True)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    except (UserError, StoreMismatchError) as err:
+    except UserError as err:
         err_console.print(f"[red]error:[/red] {err}")
         return 2
     except FileNotFoundError as err:
@@ -423,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(f"[red]error:[/red] the disk is full while writing {err.filename or 'the run folder'}")
             return 2
         raise
-    except ValueError as err:
+    except ValueError as err:  # includes the store's StoreMismatchError
         err_console.print(f"[red]error:[/red] {err}")
         return 2
     except KeyboardInterrupt:
