@@ -86,11 +86,7 @@ def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = No
         positions = [p for p, label in enumerate(test.labels) if label == c][:shots]
         if not positions:
             continue
-        visual = test.visual(positions).float()
-        support_text = test.text(positions, "support").float()
-        free = test.text(positions, "query").float()
-        p_v, p_t = _store().action_prototype(run.head, visual, support_text, free)
-        items.append((name, p_v, p_t, [test.video_ids[p] for p in positions]))
+        items.append((name, *_prototypes_of(run, test, positions), [test.video_ids[p] for p in positions]))
     store.add_many(items, tag=run.config.data.benchmark)
     store.optimize()
     if "val" in sources:
@@ -145,15 +141,11 @@ def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float
 
 
 def _extract(run: _Run, videos: list[Path], label: str | None) -> list[Any]:
-    from fsar_features import ExtractionConfig, FeatureExtractor, VideoReadError
-    from fsar_train._mllm import _scenario
+    from fsar_features import FeatureExtractor, VideoReadError, create_backend
+    from fsar_train._mllm import backend_kwargs, extraction_config
 
-    feats = run.config.features
-    extraction = ExtractionConfig(
-        n_frames=feats.n_frames, layers=feats.layers, scenario=_scenario(run.config), batch_size=feats.batch_size
-    )
-    kwargs = {"model": feats.model} if feats.model else {}
-    extractor = FeatureExtractor(feats.backend if not kwargs else _backend(feats.backend, kwargs), extraction)
+    backend = create_backend(run.config.features.backend, **backend_kwargs(run.config))
+    extractor = FeatureExtractor(backend, extraction_config(run.config))
     if _store().StoreRecipe(dataclasses.asdict(extractor.recipe)).feature_recipe != run.recipe.feature_recipe:
         raise UserError("the videos would be extracted with another feature recipe than the run's cache")
     out = []
@@ -165,12 +157,6 @@ def _extract(run: _Run, videos: list[Path], label: str | None) -> list[Any]:
         except VideoReadError as err:
             raise UserError(f"cannot read {path}: {err}") from None
     return out
-
-
-def _backend(name: str, kwargs: dict[str, Any]) -> Any:
-    from fsar_features import create_backend
-
-    return create_backend(name, **kwargs)
 
 
 @store_app.command("build")

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -404,7 +403,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; errors a user can fix print one sentence and return a non-zero status."""
     _register_store_commands()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         # Standalone mode: click prints usage errors itself and exits 2; our errors come out here.
         app(args=argv, standalone_mode=True)

@@ -21,7 +21,7 @@ from fsar_train._features import TextRole
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit
 
-__all__ = ["CachedFeatures", "mllm_cache_dir"]
+__all__ = ["CachedFeatures", "backend_kwargs", "extraction_config", "mllm_cache_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,20 @@ def _scenario(config: ExperimentConfig) -> str:
     return scenario_for(benchmark) if benchmark in list_benchmarks() else "generic"
 
 
+def extraction_config(config: ExperimentConfig) -> ExtractionConfig:
+    """The fsar-features extraction config of a run: one place, so the cache and later single-video
+    extractions (the store's ``add`` and ``query``) share one recipe."""
+    feats = config.features
+    return ExtractionConfig(
+        n_frames=feats.n_frames, layers=feats.layers, scenario=_scenario(config), batch_size=feats.batch_size
+    )
+
+
+def backend_kwargs(config: ExperimentConfig) -> dict[str, str]:
+    """``create_backend`` arguments of a run: the model id or folder for real backends."""
+    return {"model": config.features.model} if config.features.model else {}
+
+
 @register_feature_source("mllm")
 def _mllm_source(split: DatasetSplit, config: ExperimentConfig) -> CachedFeatures:
     feats = config.features
@@ -95,13 +109,14 @@ def _mllm_source(split: DatasetSplit, config: ExperimentConfig) -> CachedFeature
     if len(videos) != len(split.videos):
         raise ValueError(f"split {split.name!r} has videos without a file; the mllm source reads files")
     items = [VideoItem(v.video_id, str(v.path), split.class_names[v.label]) for v in videos]
-    extraction = ExtractionConfig(
-        n_frames=feats.n_frames, layers=feats.layers, scenario=_scenario(config), batch_size=feats.batch_size
-    )
     cache_dir = mllm_cache_dir(config)
-    kwargs = {"model": feats.model} if feats.model else {}
     summary = extract_features(
-        items, cache_dir, backend=feats.backend, config=extraction, backend_kwargs=kwargs, progress=feats.progress
+        items,
+        cache_dir,
+        backend=feats.backend,
+        config=extraction_config(config),
+        backend_kwargs=backend_kwargs(config),
+        progress=feats.progress,
     )
     failed = {f.video_id for f in summary.failures}
     if failed:
