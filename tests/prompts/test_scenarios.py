@@ -15,7 +15,7 @@ from fsar_prompts import list_benchmarks, list_scenarios, render_prompt, scenari
         ("kinetics100", "appearance"),
         ("ucf101", "appearance"),
         ("hmdb51", "appearance"),
-        ("synthetic", "temporal"),
+        ("synthetic-actions", "temporal"),
     ],
 )
 def test_each_benchmark_maps_to_its_scenario(benchmark, scenario):
@@ -23,7 +23,7 @@ def test_each_benchmark_maps_to_its_scenario(benchmark, scenario):
 
 
 def test_list_benchmarks_is_sorted_and_complete():
-    assert list_benchmarks() == ["hmdb51", "kinetics100", "ssv2-full", "ssv2-small", "synthetic", "ucf101"]
+    assert list_benchmarks() == ["hmdb51", "kinetics100", "ssv2-full", "ssv2-small", "synthetic-actions", "ucf101"]
 
 
 def test_every_preset_scenario_has_shipped_query_and_support_templates():

@@ -2,7 +2,7 @@
 
 SSv2 classes differ by object interaction and direction of motion, so SSv2-Full and SSv2-Small use
 the ``temporal`` wording; Kinetics-100, UCF101 and HMDB51 classes differ by the actor, body movement
-and scene, so they use ``appearance`` (METHOD.md §4.2). fsar's ``synthetic`` benchmark uses
+and scene, so they use ``appearance`` (METHOD.md §4.2). fsar's ``synthetic-actions`` benchmark uses
 ``temporal``.
 """
 
@@ -27,7 +27,7 @@ def list_benchmarks() -> list[str]:
 
     Example:
         >>> list_benchmarks()
-        ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic', 'ucf101']
+        ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic-actions', 'ucf101']
     """
     return sorted(_presets())
 
