@@ -145,3 +145,37 @@ def test_an_uncached_hub_id_offline_names_the_id_and_the_offline_switch(monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match=r"'fsar-test/no-such-model'.*HF_HUB_OFFLINE=1"):
         create_backend("video-llava", model="fsar-test/no-such-model", device="cpu")
+
+
+def test_random_init_keeps_the_architecture_and_tokenizer_but_not_the_weights(tmp_path: Path) -> None:
+    folder = _save_tiny(create_backend("tiny-video-llava", seed=3), tmp_path / "ckpt")
+    trained = create_backend("video-llava", model=folder, device="cpu", model_id="m")
+    random_a = create_backend("video-llava", model=folder, device="cpu", model_id="m", random_init_seed=0)
+    random_b = create_backend("video-llava", model=folder, device="cpu", model_id="m", random_init_seed=0)
+    assert random_a.model_id == "m+random-init(seed=0)"
+    assert random_a.model.config.to_diff_dict().keys() == trained.model.config.to_diff_dict().keys()
+    assert (random_a.n_layers, random_a.hidden_size, random_a.tokens_per_frame) == (2, 64, 17)
+    assert [p.shape for p in random_a.model.parameters()] == [p.shape for p in trained.model.parameters()]
+    assert random_a.tokenizer.get_vocab() == trained.tokenizer.get_vocab()
+    a, b, t = (dict(x.model.named_parameters()) for x in (random_a, random_b, trained))
+    assert a.keys() == t.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # seeded
+    assert not torch.equal(a["lm_head.weight"], t["lm_head.weight"])
+
+
+def test_the_word_tokenizer_keeps_known_words_whole_and_spells_the_rest(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from fsar_features.backends import build_word_tokenizer
+
+    tok = build_word_tokenizer(["moving something up", "USER: ASSISTANT:"])
+    ids = tok("USER: <video><video>\nmoving something up-ward ASSISTANT:").input_ids
+    tokens = tok.convert_ids_to_tokens(ids)
+    assert tokens == ["<s>", "USER", ":", "<video>", "<video>", "moving", "something", "up", "-",
+                      "w", "##a", "##r", "##d", "ASSISTANT", ":"]  # fmt: skip
+    assert tok.convert_tokens_to_ids("<video>") == 5
+    assert tok("héllo").input_ids[1] == tok.unk_token_id  # outside printable ASCII: one <unk> for the word
+    tok.save_pretrained(tmp_path / "tok")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert loaded("moving something upward").input_ids == tok("moving something upward").input_ids
+    assert build_word_tokenizer(["b a", "a"]).get_vocab() == build_word_tokenizer(["a", "b"]).get_vocab()

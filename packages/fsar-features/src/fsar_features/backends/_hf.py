@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "HFVideoBackend",
     "Preprocessing",
     "build_tiny_tokenizer",
+    "build_word_tokenizer",
     "default_device_dtype",
     "load_pretrained",
     "read_preprocessing",
@@ -219,8 +220,12 @@ def load_pretrained(
     family: str,
     dtype: torch.dtype,
     device: torch.device,
+    random_init_seed: int | None = None,
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, Path | None]:
     """Load model and tokenizer from a local folder or the Hugging Face cache.
+
+    With ``random_init_seed`` only the config and tokenizer are read and the weights are drawn from
+    that seed: the same architecture without what it learned (a baseline for "does pretraining help").
 
     Returns:
         The model (eval, on ``device``), the tokenizer, and the local folder holding the processor
@@ -240,7 +245,13 @@ def load_pretrained(
         what = "has no config.json" if local.is_dir() else "does not exist"
         raise FileNotFoundError(f"cannot load the {family} model: the folder {ref!r} {what}")
     try:
-        loaded = model_class.from_pretrained(ref, dtype=dtype)
+        if random_init_seed is None:
+            loaded = model_class.from_pretrained(ref, dtype=dtype)
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(ref)
+            loaded = seeded_init(lambda: model_class(config), random_init_seed).to(dtype)
         tokenizer = AutoTokenizer.from_pretrained(ref)
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -277,6 +288,43 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+    )
+
+
+def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerBase:
+    """A deterministic word-level tokenizer built in code: each of ``words`` is one token.
+
+    Text is split BERT-style (on whitespace, and punctuation becomes its own token); a known word is
+    one token, any other printable-ASCII word is spelled from single-character pieces (WordPiece
+    ``##`` continuations), so every label still encodes. Ids: the special tokens ``<unk> <pad> <s>
+    </s> <image> <video>`` (0 … 5), then ``words`` (sorted, de-duplicated), then the 95 printable
+    ASCII characters and their 95 continuations. Case is kept. ``<s>`` is prepended, as Llama does.
+
+    Example:
+        >>> tok = build_word_tokenizer(["moving", "something", "up"])
+        >>> tok.convert_ids_to_tokens(tok("moving something upward").input_ids)
+        ['<s>', 'moving', 'something', 'up', '##w', '##a', '##r', '##d']
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS)}
+    pieces = {piece for word in words for piece, _ in pre_tokenizer.pre_tokenize_str(str(word))}
+    chars = [chr(c) for c in range(32, 127) if not chr(c).isspace()]
+    for token in [*sorted(pieces), *chars, *(f"##{c}" for c in chars)]:
+        vocab.setdefault(token, len(vocab))
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece()
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,

@@ -47,22 +47,32 @@ def video_llava_tokens_per_frame(config: VideoLlavaConfig) -> int:
 
 
 def tiny_video_llava_config(
-    *, hidden_size: int = 64, n_layers: int = 2, image_size: int = 32, patch_size: int = 8
+    *,
+    hidden_size: int = 64,
+    n_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vocab_size: int = 262,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    vision_feature_layer: int = -2,
 ) -> VideoLlavaConfig:
-    """A small Video-LLaVA config: CLIP tower width 32 (2 layers), Llama decoder ``hidden_size`` × ``n_layers``.
+    """A small Video-LLaVA config: CLIP tower ``vision_hidden_size`` × ``vision_layers``, Llama decoder
+    ``hidden_size`` × ``n_layers``, ``vocab_size`` tokens (262: ``build_tiny_tokenizer``).
 
-    With the defaults: 17 tokens per frame, 136 for 8 frames.
+    ``vision_feature_layer`` is the tower's hidden state the projector reads (Video-LLaVA: -2, the
+    penultimate). With the defaults: 17 tokens per frame, 136 for 8 frames.
     """
     vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
     )
     text = LlamaConfig(
-        vocab_size=262,  # build_tiny_tokenizer()
+        vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=n_layers,
@@ -78,6 +88,7 @@ def tiny_video_llava_config(
         text_config=text,
         image_token_index=TINY_SPECIAL_TOKENS.index("<image>"),
         video_token_index=TINY_SPECIAL_TOKENS.index("<video>"),
+        vision_feature_layer=vision_feature_layer,
         video_seq_length=8 * ((image_size // patch_size) ** 2 + 1),
     )
 
@@ -89,6 +100,7 @@ def video_llava(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     model_id: str | None = None,
+    random_init_seed: int | None = None,
 ) -> HFVideoBackend:
     """Video-LLaVA from a checkpoint folder or a hub id (read from the local cache when offline).
 
@@ -97,19 +109,29 @@ def video_llava(
         dtype: default bf16 on CUDA, fp32 on CPU.
         device: default CUDA when available.
         model_id: what the cache recipe records (default: ``model`` as given).
+        random_init_seed: keep the checkpoint's architecture and tokenizer but draw the weights from
+            this seed (the "random-weight" baseline of a pretrained model); recorded in the model id.
 
     Raises:
         FileNotFoundError: the model cannot be found (one sentence naming it).
     """
     dev, dt = default_device_dtype(device, dtype)
     loaded, tokenizer, folder = load_pretrained(
-        VideoLlavaForConditionalGeneration, model, family=FAMILY, dtype=dt, device=dev
+        VideoLlavaForConditionalGeneration,
+        model,
+        family=FAMILY,
+        dtype=dt,
+        device=dev,
+        random_init_seed=random_init_seed,
     )
+    model_id = model_id or str(model)
+    if random_init_seed is not None:
+        model_id = f"{model_id}+random-init(seed={random_init_seed})"
     return HFVideoBackend(
         name="video-llava",
         model=loaded,
         tokenizer=tokenizer,
-        model_id=model_id or str(model),
+        model_id=model_id,
         family=FAMILY,
         tokens_per_frame=video_llava_tokens_per_frame(loaded.config),
         has_cls=True,
