@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fsar_train import (
@@ -15,7 +17,7 @@ from fsar_train import (
 )
 
 
-def test_one_preset_per_benchmark_and_two_for_synthetic_actions():
+def test_one_preset_per_benchmark_and_three_for_synthetic_actions():
     assert list_presets() == [
         "hmdb51",
         "kinetics100",
@@ -23,9 +25,15 @@ def test_one_preset_per_benchmark_and_two_for_synthetic_actions():
         "ssv2-small",
         "synthetic-actions",
         "synthetic-actions-llava",
+        "synthetic-actions-llava-random",
         "ucf101",
     ]
-    assert load_preset("synthetic-actions-llava").features.source == "mllm"
+    llava, random = load_preset("synthetic-actions-llava"), load_preset("synthetic-actions-llava-random")
+    assert llava.features.source == "mllm"
+    assert llava.features.model == "builtin:tiny-video-llava-synthetic-actions"
+    # The random-weight control differs from the default only in its weights.
+    assert dataclasses.replace(random, name=llava.name, features=llava.features) == llava
+    assert dataclasses.replace(random.features, random_init_seed=-1) == llava.features
     full = load_preset("ssv2-full")
     assert full.data.expected_videos == (67013, 1926, 2857)
     assert load_preset("kinetics100").data.key == "youtube_id"

@@ -94,3 +94,40 @@ def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(
     pooled = run_episodes(head, test, episodes)
     per_episode = run_episodes(EpisodeOnly(head), test, episodes)
     assert (pooled[2] == per_episode[2]).all()
+
+
+def test_the_label_free_ablation_serves_the_query_prompts_text_as_support_text(tiny_config, tmp_path):
+    sources, _ = load_sources(tiny_config, tmp_path, progress=False)
+    free = apply_overrides(tiny_config, ["features.support_prompt='label_free'"])
+    assert mllm_cache_dir(free) == mllm_cache_dir(tiny_config)  # one cache serves both
+    ablated, _ = load_sources(free, tmp_path / "free", progress=False)
+    label_aware, label_free = sources["test"], ablated["test"]
+    assert label_free.text_roles == frozenset({"query", "support"})
+    torch.testing.assert_close(label_free.text([0, 3], "support"), label_aware.text([0, 3], "query"))
+    torch.testing.assert_close(label_free.text([0, 3], "query"), label_aware.text([0, 3], "query"))
+    torch.testing.assert_close(label_free.visual([0, 3]), label_aware.visual([0, 3]))
+    with pytest.raises(ValueError, match="support_prompt"):
+        CachedFeatures(FeatureCache.open(mllm_cache_dir(tiny_config)), [], [], [], support_prompt="none")
+
+
+def test_the_default_preset_loads_the_shipped_model_and_the_random_control_its_architecture(tmp_path):
+    from fsar_train import builtin_model, list_builtin_models
+    from fsar_train._mllm import backend_kwargs
+
+    assert "tiny-video-llava-synthetic-actions" in list_builtin_models()
+    folder, model_id = builtin_model("builtin:tiny-video-llava-synthetic-actions")
+    assert (folder / "config.json").is_file()
+    assert model_id.startswith("builtin:tiny-video-llava-synthetic-actions@")
+    assert len(model_id.rsplit("@", 1)[1]) == 12
+    default = load_preset("synthetic-actions-llava")
+    assert backend_kwargs(default) == {"model": str(folder), "model_id": model_id}
+    random = load_preset("synthetic-actions-llava-random")
+    assert backend_kwargs(random) == {"model": str(folder), "model_id": model_id, "random_init_seed": 0}
+    # Different models never share a cache folder.
+    digest = model_id.rsplit("@", 1)[1]
+    assert mllm_cache_dir(default).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}"
+    assert mllm_cache_dir(random).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}-random0"
+    hub = apply_overrides(default, ["features.model='LanguageBind/Video-LLaVA-7B-hf'"])
+    assert mllm_cache_dir(hub).name == "mllm-video-llava-Video-LLaVA-7B-hf"
+    with pytest.raises(ValueError, match="unknown builtin model 'nope'; shipped: tiny-video-llava-synthetic-actions"):
+        builtin_model("builtin:nope")

@@ -29,6 +29,7 @@ from fsar_train._config import (
     ExperimentConfig,
     FeatureConfig,
     MetricConfig,
+    PretrainConfig,
     SyntheticConfig,
     TrainConfig,
     apply_overrides,
@@ -43,9 +44,16 @@ from fsar_train._datasets import load_splits
 from fsar_train._episodes import EpisodeIndices, EpisodeList, EpisodeSampler, video_list_hash
 from fsar_train._evaluate import MethodResult, evaluate_methods, mean_ci, results_table, run_episodes, uses_class_names
 from fsar_train._features import FeatureSource, TensorFeatures, TextRole, build_episode, class_anchors
-from fsar_train._mllm import CachedFeatures, mllm_cache_dir
+from fsar_train._mllm import CachedFeatures, builtin_model, list_builtin_models, mllm_cache_dir
 from fsar_train._pixels import decode_frames, pixel_features, segment_centres
 from fsar_train._plots import plot_accuracy_vs_shots, plot_confusion, plot_training_curves
+from fsar_train._pretrain import (
+    PretrainResult,
+    evaluate_pretrained,
+    list_pretrain_tasks,
+    pretrain_video_llava,
+    read_pretrain_rows,
+)
 from fsar_train._run import ExperimentResult, evaluate_run, load_sources, run_experiment
 from fsar_train._sources import create_feature_source, list_feature_sources, register_feature_source
 from fsar_train._splits import (
@@ -98,6 +106,8 @@ __all__ = [
     "MetricConfig",
     "MissingReport",
     "MissingVideosError",
+    "PretrainConfig",
+    "PretrainResult",
     "SplitEntry",
     "SyntheticClass",
     "SyntheticConfig",
@@ -110,6 +120,7 @@ __all__ = [
     "apply_overrides",
     "build_episode",
     "build_metric",
+    "builtin_model",
     "class_anchors",
     "config_from_dict",
     "config_to_dict",
@@ -117,11 +128,14 @@ __all__ = [
     "create_feature_source",
     "decode_frames",
     "evaluate_methods",
+    "evaluate_pretrained",
     "evaluate_run",
     "feature_dim",
     "generate_synthetic_actions",
+    "list_builtin_models",
     "list_feature_sources",
     "list_presets",
+    "list_pretrain_tasks",
     "load_checkpoint_weights",
     "load_config",
     "load_preset",
@@ -136,9 +150,11 @@ __all__ = [
     "plot_confusion",
     "plot_training_curves",
     "prepare_run_dir",
+    "pretrain_video_llava",
     "read_class_names",
     "read_csv_split",
     "read_folder_split",
+    "read_pretrain_rows",
     "read_split_file",
     "register_feature_source",
     "render_video",

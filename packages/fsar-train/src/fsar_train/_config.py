@@ -27,6 +27,7 @@ __all__ = [
     "ExperimentConfig",
     "FeatureConfig",
     "MetricConfig",
+    "PretrainConfig",
     "SyntheticConfig",
     "TrainConfig",
     "apply_overrides",
@@ -97,7 +98,11 @@ class FeatureConfig:
     model: str = ""
     layers: int = -1  # decoder hidden-state index (0 = embeddings, -1 = last)
     batch_size: int = 8  # videos per MLLM forward
-    scenario: str = ""  # fsar-prompts scenario; empty = the benchmark's preset (temporal for synthetic)
+    scenario: str = ""  # fsar-prompts scenario; empty = the benchmark's preset (temporal for synthetic-actions)
+    # mllm source, ablations: "label_free" gives support videos the query prompt's text (no class name in
+    # the prompt); random_init_seed >= 0 keeps the model's architecture and tokenizer but draws its weights.
+    support_prompt: Literal["label", "label_free"] = "label"
+    random_init_seed: int = -1
     progress: bool = True  # progress bar during extraction
 
 
@@ -156,6 +161,32 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Pretraining a tiny Video-LLaVA on meta-train captions (`fsar-train pretrain`, fsar_train._pretrain)."""
+
+    tasks: tuple[str, ...] = ("query-label", "support-caption")  # fsar_train.list_pretrain_tasks()
+    hidden_size: int = 64  # decoder width
+    n_layers: int = 2  # decoder layers
+    vision_hidden_size: int = 64  # CLIP tower width
+    vision_layers: int = 2
+    vision_feature_layer: int = -2  # tower hidden state the projector reads (Video-LLaVA: penultimate)
+    image_size: int = 32
+    patch_size: int = 8
+    n_frames: int = 8
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 1e-3  # AdamW peak; linear warm-up, cosine decay to 10 %
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1  # meta-train videos held out of the gradient steps for validation
+    mirror: bool = True  # left-right mirror half the videos (left/right, (counter)clockwise swapped) where the
+    # mirrored class is a meta-train class too
+    eval_every: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything a run needs; saved as config.toml in the run folder."""
 
@@ -167,6 +198,7 @@ class ExperimentConfig:
     metric: MetricConfig = field(default_factory=MetricConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # ----------------------------------------------------------------------------- typed conversion

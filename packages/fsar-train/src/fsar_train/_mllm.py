@@ -8,7 +8,9 @@ holds every split of a run, so the meta-train, meta-val and meta-test extraction
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +23,18 @@ from fsar_train._features import TextRole
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit
 
-__all__ = ["CachedFeatures", "backend_kwargs", "extraction_config", "mllm_cache_dir"]
+__all__ = [
+    "CachedFeatures",
+    "backend_kwargs",
+    "builtin_model",
+    "extraction_config",
+    "list_builtin_models",
+    "mllm_cache_dir",
+]
+
+#: Models shipped as package data (``fsar_train/models/<name>``), named in configs as ``builtin:<name>``.
+BUILTIN_PREFIX = "builtin:"
+_MODELS = Path(__file__).parent / "models"
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +47,22 @@ class CachedFeatures:
         video_ids: ``[V]`` the split's videos (all must be in the cache).
         labels: ``[V]`` class indices into ``class_names``.
         class_names: ``[C]`` the split's class names.
+        support_prompt: ``label`` serves the label-aware support text as role ``support``;
+            ``label_free`` serves the query prompt's text under that role (the ablation where the
+            support prompt omits the class name).
     """
 
     def __init__(
-        self, cache: FeatureCache, video_ids: Sequence[str], labels: Sequence[int], class_names: Sequence[str]
+        self,
+        cache: FeatureCache,
+        video_ids: Sequence[str],
+        labels: Sequence[int],
+        class_names: Sequence[str],
+        *,
+        support_prompt: str = "label",
     ) -> None:
+        if support_prompt not in ("label", "label_free"):
+            raise ValueError(f"support_prompt must be 'label' or 'label_free', got {support_prompt!r}")
         missing = sorted(set(video_ids) - set(cache.video_ids))
         if missing:
             raise ValueError(f"{len(missing)} videos are not in the feature cache {cache.root}, e.g. {missing[:3]}")
@@ -47,6 +71,9 @@ class CachedFeatures:
         self._labels = [int(x) for x in labels]
         self._names = list(class_names)
         self._roles = frozenset(cache.recipe.roles)
+        self._support_role: TextRole = "support" if support_prompt == "label" else "query"
+        if support_prompt == "label_free" and "query" in self._roles:
+            self._roles = self._roles | {"support"}
 
     @property
     def video_ids(self) -> list[str]:
@@ -72,20 +99,36 @@ class CachedFeatures:
         """``[B, D]`` text features under the prompt ``role``."""
         if role not in self._roles:
             raise KeyError(f"the cache has no {role!r} text; roles: {sorted(self._roles)}")
-        return self._cache.text([self._ids[p] for p in positions], role=role)
+        cached = self._support_role if role == "support" else role
+        return self._cache.text([self._ids[p] for p in positions], role=cached)
 
 
 def mllm_cache_dir(config: ExperimentConfig) -> Path:
-    """Where a run's MLLM features live: ``features.cache_dir`` or ``<data.root>/mllm-<backend>``."""
+    """Where a run's MLLM features live: ``features.cache_dir``, or under ``data.root`` a folder named
+    after the model: ``mllm-<backend>[-<model folder>|-<builtin name>-<weights hash>][-random<seed>]``,
+    so caches of different models never meet (a cache refuses features of another recipe)."""
     feats = config.features
-    return Path(feats.cache_dir) if feats.cache_dir else Path(config.data.root) / f"mllm-{feats.backend}"
+    if feats.cache_dir:
+        return Path(feats.cache_dir)
+    name = f"mllm-{feats.backend}"
+    if feats.model.startswith(BUILTIN_PREFIX):  # shipped weights can be re-made: their hash names the folder
+        name += "-" + builtin_model(feats.model)[1].removeprefix(BUILTIN_PREFIX).replace("@", "-")
+    elif feats.model:
+        model = feats.model.rstrip("/\\")
+        name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace("\\", "/").rsplit("/", 1)[-1])
+    if feats.random_init_seed >= 0:
+        name += f"-random{feats.random_init_seed}"
+    return Path(config.data.root) / name
 
 
 def _scenario(config: ExperimentConfig) -> str:
     if config.features.scenario:
         return config.features.scenario
     benchmark = config.data.benchmark
-    return scenario_for(benchmark) if benchmark in list_benchmarks() else "generic"
+    if benchmark in list_benchmarks():
+        return scenario_for(benchmark)
+    logger.info("benchmark %r has no prompt scenario preset; using 'generic'", benchmark)
+    return "generic"
 
 
 def extraction_config(config: ExperimentConfig) -> ExtractionConfig:
@@ -97,9 +140,40 @@ def extraction_config(config: ExperimentConfig) -> ExtractionConfig:
     )
 
 
-def backend_kwargs(config: ExperimentConfig) -> dict[str, str]:
-    """``create_backend`` arguments of a run: the model id or folder for real backends."""
-    return {"model": config.features.model} if config.features.model else {}
+def list_builtin_models() -> list[str]:
+    """Names of the models shipped with fsar-train (``builtin:<name>`` in ``features.model``)."""
+    return sorted(p.name for p in _MODELS.iterdir() if (p / "config.json").is_file()) if _MODELS.is_dir() else []
+
+
+def builtin_model(name: str) -> tuple[Path, str]:
+    """The folder of a shipped model and a stable id for cache recipes: ``builtin:<name>@<sha256[:12]>``
+    of its weights, so a cache made with other weights is never mixed in.
+
+    Raises:
+        ValueError: unknown name; the message lists the shipped ones.
+    """
+    name = name.removeprefix(BUILTIN_PREFIX)
+    folder = _MODELS / name
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return folder, f"{BUILTIN_PREFIX}{name}@{digest}"
+
+
+def backend_kwargs(config: ExperimentConfig) -> dict[str, str | int]:
+    """``create_backend`` arguments of a run: the model id or folder for real backends (``builtin:<name>``
+    resolves to the shipped folder), and the random-init seed of the random-weight ablation."""
+    feats = config.features
+    kwargs: dict[str, str | int] = {}
+    if feats.model.startswith(BUILTIN_PREFIX):
+        folder, model_id = builtin_model(feats.model)
+        kwargs |= {"model": str(folder), "model_id": model_id}
+    elif feats.model:
+        kwargs["model"] = feats.model
+    if feats.random_init_seed >= 0:
+        kwargs["random_init_seed"] = feats.random_init_seed
+    return kwargs
 
 
 @register_feature_source("mllm")
@@ -129,4 +203,10 @@ def _mllm_source(split: DatasetSplit, config: ExperimentConfig) -> CachedFeature
         )
     kept = [v for v in videos if v.video_id not in failed]
     cache = FeatureCache.open(cache_dir)
-    return CachedFeatures(cache, [v.video_id for v in kept], [v.label for v in kept], split.class_names)
+    return CachedFeatures(
+        cache,
+        [v.video_id for v in kept],
+        [v.label for v in kept],
+        split.class_names,
+        support_prompt=feats.support_prompt,
+    )

@@ -50,12 +50,17 @@ class ExperimentResult:
 
 
 def load_sources(
-    config: ExperimentConfig, run_dir: str | Path, *, progress: bool = True
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> tuple[dict[str, FeatureSource], dict[str, DatasetSplit]]:
-    """The configured splits (missing-video lists go to ``run_dir``) and a feature source per split."""
-    splits = load_splits(config, report_dir=run_dir, progress=progress)
-    sources = {name: create_feature_source(config.features.source, split, config) for name, split in splits.items()}
-    return sources, splits
+    """The configured splits (all, or the named ones; missing-video lists go to ``run_dir``) and a
+    feature source per split."""
+    loaded = load_splits(config, splits=splits, report_dir=run_dir, progress=progress)
+    sources = {name: create_feature_source(config.features.source, split, config) for name, split in loaded.items()}
+    return sources, loaded
 
 
 def run_experiment(

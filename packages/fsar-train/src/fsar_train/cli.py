@@ -7,6 +7,7 @@
     fsar-train synth --root data/synthetic-actions      # generate synthetic-actions (idempotent)
     fsar-train run --preset synthetic-actions --run-dir runs/synth -o train.lr=3e-4
     fsar-train evaluate --run-dir runs/synth -o eval.episodes=2000  # re-evaluate a run
+    fsar-train pretrain --preset synthetic-actions-llava --out models/tiny  # pretrain a tiny Video-LLaVA
 
 ``run`` trains (resuming from the run folder's checkpoint), then evaluates the best meta-val
 checkpoint and the parameter-free baselines on the same fixed test episodes and prints the table.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +37,7 @@ from fsar_train._config import (
     load_preset,
 )
 from fsar_train._evaluate import results_table
+from fsar_train._pretrain import pretrain_table, pretrain_video_llava
 from fsar_train._run import evaluate_run, run_experiment
 from fsar_train._synthetic import generate_synthetic_actions
 
@@ -62,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="generate synthetic-actions")
     with_config(synth)
     synth.add_argument("--root", help="output folder (default: the preset's data.root)")
+    pre = sub.add_parser(
+        "pretrain", help="pretrain a tiny Video-LLaVA on synthetic-actions meta-train captions (pretrain.* settings)"
+    )
+    with_config(pre)
+    pre.add_argument("--out", required=True, help="model folder to write (save_pretrained layout)")
     run = sub.add_parser("run", help="train, then evaluate on the fixed test episodes")
     with_config(run)
     run.add_argument("--run-dir", required=True)
@@ -98,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         du = shutil.which("du")
         size = subprocess.run([du, "-sh", str(root)], capture_output=True, text=True).stdout.split()[0] if du else "?"
         console.print(f"synthetic-actions in {root}: {seconds:.1f} s, {size} on disk")
+        return 0
+    if args.command == "pretrain":
+        command = "fsar-train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        done = pretrain_video_llava(_config(args), args.out, progress=progress, command=command)
+        console.print(pretrain_table(done))
+        console.print(f"model: {done.out_dir} ({done.seconds:.0f} s); loss curve: {done.out_dir / 'loss.png'}")
         return 0
     if args.command == "run":
         result = run_experiment(_config(args), args.run_dir, progress=progress)
