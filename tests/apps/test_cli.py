@@ -44,6 +44,8 @@ def tiny_run(tmp_path_factory):
         ["eval"],
         ["presets"],
         ["prompts"],
+        ["pretrain"],
+        ["compare"],
         ["store"],
         ["store", "build"],
         ["store", "add"],
@@ -53,6 +55,7 @@ def tiny_run(tmp_path_factory):
         ["store", "rename"],
         ["store", "restore"],
         ["store", "versions"],
+        ["store", "evaluate"],
     ],
 )
 def test_every_command_has_help(command, capsys):
@@ -162,3 +165,76 @@ def test_a_model_that_is_not_on_disk_while_offline_is_a_clear_error(tmp_path, ca
 def test_apps_train_is_a_directory_uv_can_run():
     main_file = Path(__file__).parents[2] / "apps" / "train" / "__main__.py"
     assert "from fsar_apps.cli import main" in main_file.read_text()
+
+
+def test_compare_tables_runs_and_pairs_methods_on_shared_episodes(tiny_run, tmp_path, capsys):
+    """The run compared with itself: every paired difference of a method with itself is exactly 0;
+    a paired difference equals the difference of the two means (an oracle over the saved episodes)."""
+    from fsar_apps._compare import load_run, paired_difference
+
+    _, run_dir, _ = tiny_run
+    markdown = tmp_path / "cmp.md"
+    argv = ["compare", f"a={run_dir}", f"b={run_dir}", "--paired", "a/fsar_llava - b/fsar_llava", "--markdown"]
+    assert main([*argv, str(markdown)]) == 0
+    out = capsys.readouterr().out
+    assert "a/fsar_llava − b/fsar_llava" in out
+    assert "+0.00 ± 0.00" in out
+    text = markdown.read_text()
+    assert "| a | fsar_llava |" in text
+    assert "| b | trx |" in text
+    assert "| a/fsar_llava − b/fsar_llava | 1 | +0.00 ± 0.00 | 30 |" in text
+    runs = [load_run(f"a={run_dir}")]
+    diff = paired_difference(runs, "a/fsar_llava (text only)", "a/proto", 1)
+    summary = json.loads((run_dir / "summary.json").read_text())["1"]
+    expected = summary["fsar_llava (text only)"]["accuracy"] - summary["proto"]["accuracy"]
+    assert diff.mean == pytest.approx(expected, abs=1e-9)
+    assert diff.n_episodes == 30
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "nowhere"], "has no summary.json"),
+        (["compare", "RUN", "--paired", "RUN/fsar_llava"], "write 'LABEL/METHOD - LABEL/METHOD'"),
+        (["compare", "x=RUN", "--paired", "y/proto - x/proto"], "no run labelled 'y'"),
+        (["compare", "x=RUN", "--paired", "x/nope - x/proto"], "no per-episode 1-shot accuracies of 'nope'"),
+    ],
+)
+def test_compare_errors_name_the_problem(tiny_run, argv, message, capsys):
+    _, run_dir, _ = tiny_run
+    argv = [a.replace("RUN", str(run_dir)) for a in argv]
+    if argv[1] == str(run_dir):
+        argv[1] = f"{run_dir.name}={run_dir}"
+        argv[3] = argv[3].replace(str(run_dir), run_dir.name)
+    assert main(argv) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_store_returns_the_action_a_clip_registered_and_evaluates_a_split(tiny_run, capsys):
+    """End to end on synthetic-actions: videos → the run's extraction → head → store; a clip that
+    registered an action is classified as that action, and `store evaluate` scores the test split."""
+    _, run_dir, root = tiny_run
+    store_uri = str(run_dir / "store-clips")
+    clips = {}
+    for folder in sorted((root / "data" / "videos").iterdir())[:4]:
+        clips[folder.name.replace("_", " ")] = sorted(folder.glob("*.mp4"))[0]
+    for action, clip in clips.items():
+        assert main(["store", "add", action, str(clip), "--run-dir", str(run_dir), "--store", store_uri]) == 0
+    capsys.readouterr()
+    from fsar_apps._store_cli import _extract, _load_run, _open
+    from fsar_apps.store import encode_query
+
+    run = _load_run(run_dir)
+    store = _open(run, store_uri)
+    for action, clip in clips.items():
+        (features,) = _extract(run, [clip], label=None)
+        frames, text = encode_query(run.head, features.visual.float(), features.text["query"].float())
+        result = store.query(frames, text, k=4, mpmm=run.head.config.mpmm)
+        assert result.matches[0].action == action  # rank 1 is the action this clip registered
+    assert main(["store", "query", str(clips[action]), "--run-dir", str(run_dir), "--store", store_uri]) == 0
+    assert action.split()[0] in capsys.readouterr().out
+
+    assert main(["store", "evaluate", "--run-dir", str(run_dir), "-k", "3"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "store classification of test videos" in out
+    assert "chance top-1: 10.0 %" in out

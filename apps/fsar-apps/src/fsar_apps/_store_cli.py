@@ -213,6 +213,85 @@ def query(
     console.print(table)
 
 
+@dataclasses.dataclass(frozen=True)
+class StoreEvaluation:
+    """Store classification of a split's videos (the store's own support videos left out)."""
+
+    n_queries: int
+    n_actions: int
+    top1: float  # % of queries whose best match (before the open-set threshold) is their action
+    topk: float  # % with their action among the k matches
+    k: int
+    unknown: float  # % the open-set threshold marks unknown
+    top1_ci95: float
+
+
+def evaluate_store(
+    run: _Run, store: PrototypeStore, source: Any, *, k: int = 5, tag: str | None = None
+) -> StoreEvaluation:
+    """Query every video of ``source`` (cached features) whose action is stored, except the videos the
+    prototypes were built from; the ``k`` matches come from the same search + MPMM re-rank as ``query``."""
+    stored = {a.action: a for a in store.list(tag=tag)}
+    support = {video for a in stored.values() for video in a.support_ids}
+    hits1, hitsk, unknown = [], [], []
+    for p, label in enumerate(source.labels):
+        name = source.class_names[label]
+        if name not in stored or source.video_ids[p] in support:
+            continue
+        frames, text = _store().encode_query(
+            run.head, source.visual([p])[0].float(), source.text([p], "query")[0].float()
+        )
+        result = store.query(frames, text, k=k, tag=tag, mpmm=run.head.config.mpmm)
+        ranked = [m.action for m in result.matches]
+        hits1.append(bool(ranked) and ranked[0] == name)
+        hitsk.append(name in ranked)
+        unknown.append(result.unknown)
+    if not hits1:
+        raise UserError("no video of the split belongs to a stored action (outside the support videos)")
+    n = len(hits1)
+    top1 = sum(hits1) / n
+    return StoreEvaluation(
+        n_queries=n,
+        n_actions=len(stored),
+        top1=100 * top1,
+        topk=100 * sum(hitsk) / n,
+        k=k,
+        unknown=100 * sum(unknown) / n,
+        top1_ci95=100 * 1.96 * (top1 * (1 - top1) / n) ** 0.5,
+    )
+
+
+@store_app.command("evaluate")
+def evaluate(
+    run_dir: RunOpt = DEFAULT_RUN,
+    store_uri: StoreOpt = None,
+    split: Annotated[str, typer.Option("--split", help="test, val or train: whose cached videos to classify")] = "test",
+    k: Annotated[int, typer.Option("-k", help="top-k accuracy")] = 5,
+    tag: Annotated[str | None, typer.Option("--tag", help="only this collection")] = None,
+) -> None:
+    """Classify every cached video of a split against the store: top-1 / top-k accuracy, unknown rate."""
+    from fsar_train import load_sources
+
+    run = _load_run(run_dir)
+    store = _open(run, store_uri)
+    if len(store) == 0:
+        raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
+    sources, _ = load_sources(run.config, run_dir, splits=(split,), progress=False)
+    result = evaluate_store(run, store, sources[split], k=k, tag=tag)
+    table = Table(title=f"store classification of {split} videos ({store.uri})")
+    for column in ("queries", "stored actions", "top-1 (%)", f"top-{k} (%)", "unknown (%)"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{result.n_queries:,}",
+        str(result.n_actions),
+        f"{result.top1:.1f} ± {result.top1_ci95:.1f}",
+        f"{result.topk:.1f}",
+        f"{result.unknown:.1f}",
+    )
+    console.print(table)
+    console.print(f"chance top-1: {100 / result.n_actions:.1f} %")
+
+
 @store_app.command("list")
 def list_actions(
     run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = None, tag: Annotated[str | None, typer.Option("--tag")] = None

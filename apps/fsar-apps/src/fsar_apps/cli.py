@@ -49,7 +49,8 @@ class UserError(Exception):
 PresetOpt = Annotated[str, typer.Option("--preset", help="a named config (`fsar presets`)")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="the run folder (config, checkpoints, results, store)")]
 BenchmarkOpt = Annotated[
-    str | None, typer.Option("--benchmark", help="ssv2-full, ssv2-small, kinetics100, ucf101, hmdb51 or synthetic")
+    str | None,
+    typer.Option("--benchmark", help="ssv2-full, ssv2-small, kinetics100, ucf101, hmdb51 or synthetic-actions"),
 ]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="where the videos are")]
 SplitDirOpt = Annotated[Path | None, typer.Option("--split-dir", help="folder with the split lists")]
@@ -217,8 +218,17 @@ def run_main_job(
         trx = run_experiment(_trx_config(config), run_dir / "trx", sources=sources)
         for k, by_method in trx.results.items():
             merged.setdefault(k, {}).update(by_method)
-    for k, by_method in _head_ablations(config, run_dir, sources).items():
+    ablations = _head_ablations(config, run_dir, sources)
+    for k, by_method in ablations.items():
         merged.setdefault(k, {}).update(by_method)
+    if ablations:  # per-episode accuracies, for paired comparisons (`fsar compare`)
+        from fsar_train._io import atomic_write_json
+
+        atomic_write_json(
+            run_dir / "head_ablations" / "episode_accuracies.json",
+            {str(k): {n: list(r.episode_accuracies) for n, r in m.items()} for k, m in ablations.items()},
+            indent=None,
+        )
     console.print(results_table(merged, title=title))
     summary = {str(k): {n: r.to_dict() for n, r in m.items()} for k, m in merged.items()}
     summary_path.write_text(json.dumps(summary, indent=2))
@@ -346,6 +356,62 @@ def train(ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirOpt
     sources, _ = load_sources(config, folder)
     result = train_metric(config, sources["train"], sources["val"], folder)
     console.print(f"best meta-val accuracy {100 * result.best_accuracy:.2f}% at step {result.best_step}; {folder}")
+
+
+@app.command()
+def pretrain(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="the model folder to write (save_pretrained layout)")],
+    preset: SubPresetOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Pretrain a tiny Video-LLaVA on synthetic-actions meta-train captions (pretrain.* settings).
+
+    The shipped `builtin:tiny-video-llava-synthetic-actions` was made by this command; its folder's
+    pretrain.json records the exact command, seed and held-out metrics.
+    """
+    from fsar_train import pretrain_video_llava
+    from fsar_train._pretrain import pretrain_table
+
+    config, _ = _config_from(ctx, preset=preset, set=set_)
+    command = "uv run apps/train " + " ".join(sys.argv[1:]) if sys.argv[1:] else "uv run apps/train pretrain"
+    try:
+        done = pretrain_video_llava(config, out, progress=True, command=command)
+    except (ValueError, FileExistsError) as err:
+        raise UserError(str(err)) from None
+    console.print(pretrain_table(done))
+    console.print(f"model: {done.out_dir} ({done.seconds:.0f} s); loss curve: {done.out_dir / 'loss.png'}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="run folders of the main job, as RUN_DIR or LABEL=RUN_DIR")],
+    paired: Annotated[
+        list[str] | None,
+        typer.Option("--paired", help="'LABEL/METHOD - LABEL/METHOD': per-episode difference (repeatable)"),
+    ] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="also write the table as Markdown")] = None,
+) -> None:
+    """One table over several runs, with paired differences on the episodes they share."""
+    from fsar_apps._compare import comparison_markdown, comparison_table, load_run, paired_difference
+
+    try:
+        loaded = [load_run(spec) for spec in runs]
+        diffs = []
+        for spec in paired or []:
+            a, sep, b = spec.partition(" - ")
+            if not sep:
+                raise ValueError(f"--paired {spec!r}: write 'LABEL/METHOD - LABEL/METHOD'")
+            shots = sorted({int(k) for run in loaded for k in run.summary})
+            diffs += [paired_difference(loaded, a.strip(), b.strip(), k) for k in shots]
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    console.print(comparison_table(loaded, diffs, "test accuracy (%), mean ± 95% CI over 10,000 episodes"))
+    if markdown is not None:
+        from fsar_train._io import atomic_write_text
+
+        atomic_write_text(markdown, comparison_markdown(loaded, diffs))
+        console.print(f"markdown: {markdown}")
 
 
 @app.command("eval")

@@ -1,0 +1,151 @@
+"""``fsar compare``: one table over several run folders, and paired differences on shared episodes.
+
+Each run folder of the main job holds ``summary.json`` (shots → method → accuracy ± CI) and, per
+trained model, ``episode_accuracies.json`` (shots → method → one accuracy per test episode; the trx
+baseline's in ``trx/``). Runs whose test episode lists are byte-identical scored the same episodes,
+so the difference of two methods is measured per episode: mean ± 1.96 · sd / √N of the paired
+differences, much tighter than comparing two independent intervals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+__all__ = ["PairedDifference", "RunResults", "comparison_markdown", "comparison_table", "load_run", "paired_difference"]
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """What one run folder measured."""
+
+    label: str
+    run_dir: Path
+    summary: dict[str, dict[str, dict]]  # shots → method → result dict
+    episodes: dict[str, dict[str, list[float]]]  # shots → method → per-episode accuracy in [0, 1]
+    episode_lists: dict[str, str]  # shots → sha256 of the test episode list
+
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(m for by_method in self.summary.values() for m in by_method))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``a − b`` in accuracy points over the same episodes."""
+
+    a: str
+    b: str
+    shots: int
+    mean: float
+    ci95: float
+    n_episodes: int
+
+
+def load_run(spec: str) -> RunResults:
+    """``RUN_DIR`` or ``LABEL=RUN_DIR``.
+
+    Raises:
+        FileNotFoundError: the folder has no summary.json (not a finished main-job run).
+    """
+    label, _, folder = spec.rpartition("=")
+    run_dir = Path(folder)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no summary.json; run the main job there first (`fsar run`)")
+    summary = json.loads(summary_path.read_text())
+    episodes: dict[str, dict[str, list[float]]] = {}
+    for sub in (".", "trx", "head_ablations"):
+        path = run_dir / sub / "episode_accuracies.json"
+        if path.is_file():
+            for shots, by_method in json.loads(path.read_text()).items():
+                episodes.setdefault(shots, {}).update(by_method)
+    lists = {}
+    for path in run_dir.glob("test_episodes_*way_*shot_*.json"):
+        shots = path.name.split("way_", 1)[1].split("shot", 1)[0]
+        lists[shots] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return RunResults(label or run_dir.name, run_dir, summary, episodes, lists)
+
+
+def _find(runs: list[RunResults], ref: str) -> tuple[RunResults, str]:
+    label, sep, method = ref.partition("/")
+    if not sep:
+        raise ValueError(f"{ref!r}: name a method as LABEL/METHOD, e.g. pretrained/fsar_llava")
+    for run in runs:
+        if run.label == label:
+            return run, method
+    raise ValueError(f"{ref!r}: no run labelled {label!r}; labels: {', '.join(r.label for r in runs)}")
+
+
+def paired_difference(runs: list[RunResults], a: str, b: str, shots: int) -> PairedDifference:
+    """``a − b`` (``LABEL/METHOD`` each) per shared test episode at ``shots``.
+
+    Raises:
+        ValueError: an unknown label or method, no per-episode accuracies, or different episodes.
+    """
+    (run_a, method_a), (run_b, method_b) = _find(runs, a), _find(runs, b)
+    key = str(shots)
+    if run_a.episode_lists.get(key) is None or run_a.episode_lists.get(key) != run_b.episode_lists.get(key):
+        raise ValueError(f"{run_a.label} and {run_b.label} did not score the same {shots}-shot test episodes")
+    values = []
+    for run, method in ((run_a, method_a), (run_b, method_b)):
+        accuracies = run.episodes.get(key, {}).get(method)
+        if accuracies is None:
+            known = sorted(run.episodes.get(key, {}))
+            raise ValueError(f"{run.label} has no per-episode {shots}-shot accuracies of {method!r}; it has {known}")
+        values.append(accuracies)
+    n = len(values[0])
+    diffs = [100.0 * (x - y) for x, y in zip(values[0], values[1], strict=True)]
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    return PairedDifference(a, b, shots, mean, 1.96 * sd / math.sqrt(n), n)
+
+
+def _rows(runs: list[RunResults]) -> tuple[list[str], list[list[str]]]:
+    shots = sorted({int(k) for run in runs for k in run.summary})
+    header = ["run", "method", *(f"{k}-shot" for k in shots)]
+    rows = []
+    for run in runs:
+        for method in run.methods():
+            cells = []
+            for k in shots:
+                r = run.summary.get(str(k), {}).get(method)
+                cells.append(f"{r['accuracy']:.2f} ± {r['ci95']:.2f}" if r else "–")
+            rows.append([run.label, method, *cells])
+    return header, rows
+
+
+def comparison_table(runs: list[RunResults], diffs: list[PairedDifference], title: str) -> Table:
+    """A rich table: every run's methods, then the paired differences."""
+    header, rows = _rows(runs)
+    table = Table(title=title)
+    for i, column in enumerate(header):
+        table.add_column(column, justify="right" if i >= 2 else "left")
+    for row in rows:
+        table.add_row(*row)
+    grouped: dict[tuple[str, str], dict[str, PairedDifference]] = {}
+    for d in diffs:
+        grouped.setdefault((d.a, d.b), {})[f"{d.shots}-shot"] = d
+    for (a, b), by_shots in grouped.items():
+        cells = [f"{by_shots[c].mean:+.2f} ± {by_shots[c].ci95:.2f}" if c in by_shots else "–" for c in header[2:]]
+        table.add_row("paired", f"{a} − {b}", *cells, style="bold")
+    return table
+
+
+def comparison_markdown(runs: list[RunResults], diffs: list[PairedDifference]) -> str:
+    """The same table as Markdown (for docs)."""
+    header, rows = _rows(runs)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if diffs:
+        lines += [
+            "",
+            "| paired difference (same episodes) | shots | mean ± 95% CI (points) | episodes |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {d.a} − {d.b} | {d.shots} | {d.mean:+.2f} ± {d.ci95:.2f} | {d.n_episodes:,} |" for d in diffs]
+    return "\n".join(lines) + "\n"
