@@ -142,6 +142,28 @@ def test_the_calibrated_threshold_marks_unknown_queries(store, prototypes):
     assert store.query(visual[7], text[7]).unknown
 
 
+def test_calibration_keeps_most_known_queries_when_the_sides_barely_separate():
+    """Weak features: only the 3 highest of 100 known queries beat every unknown one. Youden's J
+    alone would reject 97 % of the known queries; the TPR floor keeps at least half accepted."""
+    known = torch.linspace(0.20, 0.30, 100)
+    unknown = torch.linspace(0.205, 0.2965, 100)
+    unconstrained = calibrate_threshold(known, unknown, min_tpr=0.0)
+    assert (known >= unconstrained).float().mean() < 0.1
+    threshold = calibrate_threshold(known, unknown)
+    assert (known >= threshold).float().mean() >= 0.5
+    # Oracle: the best J over all thresholds with TPR >= 0.5, by brute force in float64.
+    grid = sorted({*known.tolist(), *unknown.tolist()})
+    best = max(
+        (g for g in grid if (known >= g).double().mean() >= 0.5),
+        key=lambda g: float((known >= g).double().mean() - (unknown >= g).double().mean()),
+    )
+    assert float((known >= threshold).double().mean() - (unknown >= threshold).double().mean()) == pytest.approx(
+        float((known >= best).double().mean() - (unknown >= best).double().mean())
+    )
+    with pytest.raises(ValueError, match="min_tpr"):
+        calibrate_threshold(known, unknown, min_tpr=1.5)
+
+
 def test_candidate_search_agrees_with_brute_force_on_separated_actions(store, prototypes):
     _fill(store, prototypes)
     visual, text = prototypes

@@ -103,27 +103,33 @@ def _key(tag: str, action: str) -> str:
     return f"{tag}/{action}"
 
 
-def calibrate_threshold(known: Tensor, unknown: Tensor) -> float:
+def calibrate_threshold(known: Tensor, unknown: Tensor, *, min_tpr: float = 0.5) -> float:
     """The probability threshold that best separates accepted from rejected queries.
 
     Args:
         known: ``[A]`` best-match probabilities of queries that should be accepted (their action is
             stored and ranked first), e.g. from meta-val.
         unknown: ``[B]`` best-match probabilities of queries whose action is not stored.
+        min_tpr: the threshold keeps at least this share of ``known`` accepted. Without it, weak
+            features (where the two sides barely separate) can put the best J = TPR − FPR at a
+            threshold above almost every query, and the store would call everything unknown.
 
     Returns:
-        The threshold maximising Youden's J = TPR − FPR (queries with probability below it are
-        "unknown").
+        The threshold maximising Youden's J = TPR − FPR among those with TPR ≥ ``min_tpr``
+        (queries with probability below it are "unknown").
 
     Raises:
-        ValueError: either side is empty.
+        ValueError: either side is empty, or ``min_tpr`` is outside [0, 1].
     """
     if known.numel() == 0 or unknown.numel() == 0:
         raise ValueError(f"calibration needs both known and unknown queries, got {known.numel()} and {unknown.numel()}")
+    if not 0.0 <= min_tpr <= 1.0:
+        raise ValueError(f"min_tpr must be in [0, 1], got {min_tpr}")
     candidates = torch.cat([known, unknown, known.new_tensor([math.inf])]).unique()  # sorted
     tpr = (known[None, :] >= candidates[:, None]).float().mean(1)
     fpr = (unknown[None, :] >= candidates[:, None]).float().mean(1)
-    return float(candidates[(tpr - fpr).argmax()])
+    youden = torch.where(tpr >= min_tpr, tpr - fpr, torch.full_like(tpr, -math.inf))  # the lowest keeps TPR = 1
+    return float(candidates[youden.argmax()])
 
 
 class PrototypeStore:
