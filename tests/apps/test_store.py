@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -132,14 +133,26 @@ def test_an_empty_store_returns_no_match(store):
 def test_the_calibrated_threshold_marks_unknown_queries(store, prototypes):
     _fill(store, prototypes, n=5)
     visual, text = prototypes
-    known = torch.stack([torch.tensor(store.query(visual[i], text[i]).matches[0].probability) for i in range(5)])
-    unknown = torch.stack([torch.tensor(store.query(visual[i], text[i]).matches[0].probability) for i in range(5, 10)])
+    known = torch.stack([torch.tensor(store.query(visual[i], text[i]).confidence) for i in range(5)])
+    unknown = torch.stack([torch.tensor(store.query(visual[i], text[i]).confidence) for i in range(5, 10)])
     threshold = calibrate_threshold(known, unknown)
     assert unknown.max() < threshold <= known.min()
     store.set_unknown_threshold(threshold)
     assert store.unknown_threshold == threshold
     assert store.query(visual[0], text[0]).best == "action 0"
     assert store.query(visual[7], text[7]).unknown
+
+
+def test_confidence_does_not_depend_on_how_many_actions_are_stored(store, prototypes):
+    """A query equally close to every stored action has confidence 0 whether 2 or 10 are stored,
+    so a threshold calibrated on a small meta-val store transfers to a large one."""
+    visual, text = prototypes
+    same_frames, same_text = visual[0], text[0]
+    for n in (2, 10):
+        store.add_many([(f"twin {i}", same_frames, same_text, [f"t{i}"]) for i in range(n)], tag=f"n{n}")
+        result = store.query(same_frames, same_text, k=1, tag=f"n{n}")
+        assert result.n_candidates == n
+        assert result.confidence == pytest.approx(0.0, abs=1e-5)
 
 
 def test_calibration_keeps_most_known_queries_when_the_sides_barely_separate():
@@ -257,4 +270,4 @@ def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
     recipe = StoreRecipe({"model": "m"}, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES)
     threshold = calibrate_unknown_threshold(_Run(None, head, recipe, None), val, shots=3)
     assert threshold is not None
-    assert 0.0 < threshold <= 1.0
+    assert math.isfinite(threshold)  # a confidence log(M · p), not a probability

@@ -130,7 +130,7 @@ def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float
             continue
         frames, text = _store().encode_query(run.head, val.visual([p])[0].float(), val.text([p], "query")[0].float())
         best = store.query(frames, text, k=1, candidates=None, mpmm=run.head.config.mpmm, threshold=float("-inf"))
-        score = torch.tensor(best.matches[0].probability)
+        score = torch.tensor(best.confidence)
         if label in known and best.matches[0].action == val.class_names[label]:
             accepted.append(score)
         elif label not in known:

@@ -81,12 +81,13 @@ class Match:
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Top-k matches; ``unknown`` when the best probability is below the store's threshold."""
+    """Top-k matches; ``unknown`` when ``confidence`` = log(M · p_best) is below the store's threshold."""
 
     matches: list[Match]
     unknown: bool
     threshold: float | None
     n_candidates: int
+    confidence: float = 0.0  # log(M · p_best): 0 when the M candidates are equally likely
 
     @property
     def best(self) -> str | None:
@@ -104,19 +105,19 @@ def _key(tag: str, action: str) -> str:
 
 
 def calibrate_threshold(known: Tensor, unknown: Tensor, *, min_tpr: float = 0.5) -> float:
-    """The probability threshold that best separates accepted from rejected queries.
+    """The confidence threshold that best separates accepted from rejected queries.
 
     Args:
-        known: ``[A]`` best-match probabilities of queries that should be accepted (their action is
-            stored and ranked first), e.g. from meta-val.
-        unknown: ``[B]`` best-match probabilities of queries whose action is not stored.
+        known: ``[A]`` ``QueryResult.confidence`` of queries that should be accepted (their action
+            is stored and ranked first), e.g. from meta-val.
+        unknown: ``[B]`` confidences of queries whose action is not stored.
         min_tpr: the threshold keeps at least this share of ``known`` accepted. Without it, weak
             features (where the two sides barely separate) can put the best J = TPR − FPR at a
             threshold above almost every query, and the store would call everything unknown.
 
     Returns:
         The threshold maximising Youden's J = TPR − FPR among those with TPR ≥ ``min_tpr``
-        (queries with probability below it are "unknown").
+        (queries whose confidence is below it are "unknown").
 
     Raises:
         ValueError: either side is empty, or ``min_tpr`` is outside [0, 1].
@@ -389,7 +390,7 @@ class PrototypeStore:
 
     @property
     def unknown_threshold(self) -> float | None:
-        """The open-set threshold on the best match's probability, or None (never "unknown")."""
+        """The open-set threshold on ``QueryResult.confidence``, or None (never "unknown")."""
         value = self._read_meta(self._meta).get("unknown_threshold")
         return None if value is None else float(value)
 
@@ -398,8 +399,8 @@ class PrototypeStore:
         if threshold is None:
             self._meta.delete("key = 'unknown_threshold'")
             return
-        if not 0.0 <= threshold <= 1.0 and not math.isinf(threshold):
-            raise ValueError(f"the unknown threshold is a probability in [0, 1], got {threshold}")
+        if math.isnan(threshold):
+            raise ValueError("the unknown threshold must be a number (a confidence, log(M · p)), got nan")
         self._meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
             [{"key": "unknown_threshold", "value": repr(float(threshold))}]
         )
@@ -501,5 +502,9 @@ class PrototypeStore:
         probs = logits.softmax(-1)
         order = logits.argsort(descending=True)[:k]
         matches = [Match(names[i], tags[i], float(logits[i]), float(probs[i])) for i in order.tolist()]
-        unknown = threshold is not None and matches[0].probability < threshold
-        return QueryResult(matches, unknown=unknown, threshold=threshold, n_candidates=len(names))
+        # Open set on log(M · p_best), the best match's probability relative to the uniform 1/M: a
+        # softmax over M candidates (and MPMM's fused log-probabilities) shrink as M grows, so a raw
+        # threshold calibrated on a small meta-val store would not transfer to a larger store.
+        confidence = math.log(max(matches[0].probability, 1e-30) * len(names))
+        unknown = threshold is not None and confidence < threshold
+        return QueryResult(matches, unknown, threshold, len(names), confidence)
