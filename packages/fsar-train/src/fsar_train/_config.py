@@ -349,7 +349,7 @@ def list_presets() -> list[str]:
     Example:
         >>> list_presets()  # doctest: +NORMALIZE_WHITESPACE
         ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic-actions', 'synthetic-actions-llava',
-         'ucf101']
+         'synthetic-actions-llava-random', 'ucf101']
     """
     return sorted(_preset_files())
 
