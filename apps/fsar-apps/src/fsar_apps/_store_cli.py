@@ -72,6 +72,14 @@ def _open(run: _Run, uri: str | None) -> PrototypeStore:
     return _store().PrototypeStore.open(uri or (run.folder / "store"), run.recipe)
 
 
+def _run_and_nonempty_store(run_dir: Path, uri: str | None) -> tuple[_Run, PrototypeStore]:
+    run = _load_run(run_dir)
+    store = _open(run, uri)
+    if len(store) == 0:
+        raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
+    return run, store
+
+
 def build_store_from_run(run_dir: Path, *, config: Any = None, sources: Any = None, shots: int = 5) -> PrototypeStore:
     """A store of every meta-test action of a run, each from its first ``shots`` test videos."""
     from fsar_train import load_sources
@@ -198,10 +206,7 @@ def query(
     tag: Annotated[str | None, typer.Option("--tag", help="only this collection")] = None,
 ) -> None:
     """Classify a video against every stored action (vector search + MPMM re-rank)."""
-    run = _load_run(run_dir)
-    store = _open(run, store_uri)
-    if len(store) == 0:
-        raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
+    run, store = _run_and_nonempty_store(run_dir, store_uri)
     (features,) = _extract(run, [video], label=None)
     frames, text = _store().encode_query(run.head, features.visual.float(), features.text["query"].float())
     result = store.query(frames, text, k=k, tag=tag, mpmm=run.head.config.mpmm)
@@ -272,10 +277,7 @@ def evaluate(
     """Classify every cached video of a split against the store: top-1 / top-k accuracy, unknown rate."""
     from fsar_train import load_sources
 
-    run = _load_run(run_dir)
-    store = _open(run, store_uri)
-    if len(store) == 0:
-        raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
+    run, store = _run_and_nonempty_store(run_dir, store_uri)
     sources, _ = load_sources(run.config, run_dir, splits=(split,), progress=False)
     result = evaluate_store(run, store, sources[split], k=k, tag=tag)
     table = Table(title=f"store classification of {split} videos ({store.uri})")

@@ -279,8 +279,7 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
         >>> len(tok), tok.convert_tokens_to_ids("<video>"), tok("USER: <video>").input_ids[:3]
         (262, 5, [2, 58, 56])
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS)}
     for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
@@ -288,6 +287,14 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
+    return _wrap_tiny_tokenizer(tokenizer, vocab)
+
+
+def _wrap_tiny_tokenizer(tokenizer: Any, vocab: dict[str, int]) -> PreTrainedTokenizerBase:
+    """``<s>`` prepended as Llama does, and the special tokens a LLaVA processor expects."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -313,8 +320,7 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerBase:
         >>> tok.convert_ids_to_tokens(tok("moving something upward").input_ids)
         ['<s>', 'moving', 'something', 'up', '##w', '##a', '##r', '##d']
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS)}
@@ -325,15 +331,7 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerBase:
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
     tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
-    )
+    return _wrap_tiny_tokenizer(tokenizer, vocab)
 
 
 def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:
