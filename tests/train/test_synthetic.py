@@ -74,19 +74,18 @@ def test_generation_is_deterministic_by_seed_and_videos_decode(tmp_path, tiny_sy
     b = generate_synthetic_actions(tmp_path / "b", tiny_synthetic, progress=False).parent
     files = sorted(p.relative_to(a) for p in a.rglob("*.mp4"))
     assert len(files) == 44
-    # The rendered frames are identical; libx264's bytes are too, except that under heavy CPU load
-    # it was seen (about 1 file in 500) to emit another, equally faithful stream (docs/train.md §3).
+    # The rendered frames are identical. libx264's bytes are too on a quiet machine, but under CPU
+    # load it has written other, equally faithful streams (docs/train.md §3), so the encoded videos
+    # are compared by their decoded frames: identical where the bytes are, close where not.
     for cls, spec in synthetic_videos(tiny_synthetic):
         assert np.array_equal(render_video(cls, spec, tiny_synthetic), render_video(cls, spec, tiny_synthetic))
-    same = [(a / rel).read_bytes() == (b / rel).read_bytes() for rel in files]
-    assert sum(same) >= len(files) - 2
-    for rel, identical in zip(files, same, strict=True):
-        frames = _decode(a / rel)
+    for rel in files:
+        frames, again = _decode(a / rel), _decode(b / rel)
         assert frames.shape == (4, 32, 32, 3)
-        if identical:
-            assert np.array_equal(frames, _decode(b / rel))
+        if (a / rel).read_bytes() == (b / rel).read_bytes():
+            assert np.array_equal(frames, again)
         else:
-            assert np.abs(frames.astype(float) - _decode(b / rel).astype(float)).mean() < 4
+            assert np.abs(frames.astype(float) - again.astype(float)).mean() < 4
     assert (a / "manifest.csv").read_text() == (b / "manifest.csv").read_text()
     other = generate_synthetic_actions(
         tmp_path / "c", SyntheticConfig(videos_per_class=1, n_frames=4, size=32, workers=1, seed=1), progress=False

@@ -442,8 +442,11 @@ def encode_mp4(frames: np.ndarray, path: str | Path, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast", "g": "16", "threads": "1"}
-        for image in frames:
-            container.mux(stream.encode(_yuv_frame(image)))
+        stream.codec_context.thread_count = 1
+        for index, image in enumerate(frames):
+            frame = _yuv_frame(image)
+            frame.pts = index  # explicit timestamps (in 1/fps): x264's rate control reads them
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
 
