@@ -89,13 +89,13 @@ def test_pretraining_lowers_the_held_out_loss(pretrained):
 
 def test_pretraining_reads_meta_train_videos_only(small_config, tmp_path, monkeypatch):
     opened = []
-    real = pretrain_module.read_frames
+    real = FeatureExtractor.read
 
-    def spy(path, *args, **kwargs):
+    def spy(self, path, *args, **kwargs):
         opened.append(str(path))
-        return real(path, *args, **kwargs)
+        return real(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(pretrain_module, "read_frames", spy)
+    monkeypatch.setattr(FeatureExtractor, "read", spy)
     config = apply_overrides(small_config, ["pretrain.steps=1", "pretrain.eval_every=1"])
     pretrain_video_llava(config, tmp_path / "m", progress=False)
     train = {str(r.path) for r in read_pretrain_rows(small_config.data.root, "train")}

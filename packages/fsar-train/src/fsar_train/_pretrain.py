@@ -15,9 +15,10 @@ so every word of a meta-test class name is known, and no meta-test combination i
 
 The model is transformers' ``VideoLlavaForConditionalGeneration`` built from
 ``tiny_video_llava_config`` with a word-level tokenizer built in code (``build_word_tokenizer``,
-vocabulary: the words of the meta-train labels and captions and of the prompts); inputs are made
-by the same ``HFVideoBackend.pixel_values`` / ``tokenize`` the feature extractor uses, so the
-pretrained model sees exactly the sequences it later encodes. The result is written with
+vocabulary: the words of the meta-train labels and captions and of the prompts); frames are read
+by ``FeatureExtractor.read`` and inputs made by the same ``HFVideoBackend.pixel_values`` /
+``tokenize`` the feature extractor uses, so the pretrained model sees exactly the sequences it
+later encodes. The result is written with
 ``save_pretrained`` (plus ``preprocessor_config.json`` and ``pretrain.json``: config, seed, command,
 metrics) and loads by path through the ``video-llava`` backend like the real checkpoint.
 
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fsar_features import read_frames
+from fsar_features import ExtractionConfig, FeatureExtractor
 from fsar_features.backends import HFVideoBackend, build_word_tokenizer
 from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, Preprocessing, seeded_init
 from fsar_features.backends.video_llava import FAMILY, tiny_video_llava_config, video_llava_tokens_per_frame
@@ -227,13 +228,14 @@ def mirror_row(row: PretrainRow) -> PretrainRow:
     return dataclasses.replace(row, label=mirror_text(row.label), caption=mirror_text(row.caption))
 
 
-def _decode(rows: Sequence[PretrainRow], n_frames: int, size: int, progress: bool, what: str) -> np.ndarray:
-    """uint8 ``[V, T, size, size, 3]``: the frames the extractor would read (uniform sampling, resized)."""
-    out = np.empty((len(rows), n_frames, size, size, 3), dtype=np.uint8)
+def _decode(rows: Sequence[PretrainRow], extractor: FeatureExtractor, progress: bool, what: str) -> np.ndarray:
+    """uint8 ``[V, T, crop, crop, 3]``: each video's frames as ``extractor`` reads them for extraction."""
+    size = extractor.backend.crop_size
+    out = np.empty((len(rows), extractor.config.n_frames, size, size, 3), dtype=np.uint8)
     with make_progress(progress) as bar:
         task = bar.add_task(f"decode {what}", total=len(rows), info="")
         for i, row in enumerate(rows):
-            out[i] = read_frames(row.path, n_frames, "uniform", size=size, crop=size).frames
+            out[i] = extractor.read(row.path, row.video_id).frames
             bar.advance(task)
     return out
 
@@ -436,7 +438,9 @@ def pretrain_video_llava(
     train_pos, val_pos = _split_held_out(rows, pre.val_fraction, pre.seed)
     train_labels = {row.label for row in rows}
     mirrorable = {p for p in train_pos if mirror_text(rows[p].label) in train_labels}
-    frames = _decode(rows, pre.n_frames, pre.image_size, progress, "meta-train videos")
+    # The extractor's own reader: the pretrained model sees the frames extraction will give it.
+    extractor = FeatureExtractor(backend, ExtractionConfig(n_frames=pre.n_frames, scenario=scenario))
+    frames = _decode(rows, extractor, progress, "meta-train videos")
     val_rows, val_frames = [rows[i] for i in val_pos], frames[val_pos]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
@@ -499,10 +503,8 @@ def pretrain_video_llava(
             shown = f"loss {recent:.3f}" + (f" · held-out {val_history[-1]['loss']:.3f}" if val_history else "")
             bar.update(task_id, advance=1, info=shown)
 
-    final = val_history[-1] if val_history and val_history[-1]["step"] == pre.steps else None
-    metrics = {k: v for k, v in (final or {}).items() if k != "step"} or evaluate_pretrained(
-        model, batcher, val_rows, val_frames, tasks
-    )
+    # The last step always evaluates (and a resumed finished run saved that evaluation).
+    metrics = {k: v for k, v in val_history[-1].items() if k != "step"}
     seconds = time.perf_counter() - started
     import transformers
 
