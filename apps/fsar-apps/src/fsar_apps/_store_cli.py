@@ -113,6 +113,13 @@ def _prototypes_of(run: _Run, source: Any, positions: list[int]) -> tuple[torch.
     )
 
 
+def _query_of(run: _Run, source: Any, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cached video as a store query: its frames and label-free text through the head's query side."""
+    return _store().encode_query(
+        run.head, source.visual([position])[0].float(), source.text([position], "query")[0].float()
+    )
+
+
 def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float | None:
     """The open-set threshold from meta-val: the first half of the val classes are stored (``shots``
     videos each), the other half play unknown actions; every other val video is a query.
@@ -136,7 +143,7 @@ def calibrate_unknown_threshold(run: _Run, val: Any, *, shots: int = 5) -> float
     for p, label in enumerate(val.labels):
         if p in support:
             continue
-        frames, text = _store().encode_query(run.head, val.visual([p])[0].float(), val.text([p], "query")[0].float())
+        frames, text = _query_of(run, val, p)
         best = store.query(frames, text, k=1, candidates=None, mpmm=run.head.config.mpmm, threshold=float("-inf"))
         score = torch.tensor(best.confidence)
         if label in known and best.matches[0].action == val.class_names[label]:
@@ -243,9 +250,7 @@ def evaluate_store(
         name = source.class_names[label]
         if name not in stored or source.video_ids[p] in support:
             continue
-        frames, text = _store().encode_query(
-            run.head, source.visual([p])[0].float(), source.text([p], "query")[0].float()
-        )
+        frames, text = _query_of(run, source, p)
         result = store.query(frames, text, k=k, tag=tag, mpmm=run.head.config.mpmm)
         ranked = [m.action for m in result.matches]
         hits1.append(bool(ranked) and ranked[0] == name)

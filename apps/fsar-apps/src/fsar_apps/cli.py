@@ -397,12 +397,12 @@ def compare(
 
     try:
         loaded = [load_run(spec) for spec in runs]
+        shots = sorted({int(k) for run in loaded for k in run.summary})
         diffs = []
         for spec in paired or []:
             a, sep, b = spec.partition(" - ")
             if not sep:
                 raise ValueError(f"--paired {spec!r}: write 'LABEL/METHOD - LABEL/METHOD'")
-            shots = sorted({int(k) for run in loaded for k in run.summary})
             diffs += [paired_difference(loaded, a.strip(), b.strip(), k) for k in shots]
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
