@@ -174,3 +174,52 @@ def test_torchrun_rank_and_world_size_pick_the_shard(monkeypatch: pytest.MonkeyP
     assert resolve_shard("1/2") == (1, 2)  # an explicit shard wins
     monkeypatch.delenv("RANK")
     assert resolve_shard(None) == (0, 1)
+
+
+def test_a_relabelled_video_is_extracted_again_and_its_support_text_changes(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend
+) -> None:
+    cache_dir = tmp_path / "cache"
+    first = extract_features(video_items, cache_dir, tiny_backend, progress=False)
+    assert first.n_refreshed == 0
+    labelled = [it for it in video_items if it.label is not None]
+    old = FeatureCache.open(cache_dir)
+    old_support = old.text([labelled[0].video_id], "support")[0].clone()
+    old_query = old.text([labelled[0].video_id], "query")[0].clone()
+
+    renamed = [it._replace(label="a renamed action") if it == labelled[0] else it for it in video_items]
+    second = extract_features(renamed, cache_dir, tiny_backend, progress=False)
+    assert (second.n_extracted, second.n_refreshed, second.n_skipped) == (1, 1, len(video_items) - 1)
+    assert "extracted again" in second.describe()
+
+    cache = FeatureCache.open(cache_dir)
+    entry = cache.entry(labelled[0].video_id)
+    assert entry.label == "a renamed action"
+    assert entry.generation == 1
+    assert entry.prompt_ids["support"] == render_prompt("video-llava", "support", label="a renamed action").id
+    assert not torch.equal(cache.text([labelled[0].video_id], "support")[0], old_support)
+    assert torch.equal(cache.text([labelled[0].video_id], "query")[0], old_query)  # the query prompt is label-free
+    assert cache.duplicates == []
+    assert len(cache) == len(video_items)
+
+    third = extract_features(renamed, cache_dir, tiny_backend, progress=False)
+    assert (third.n_extracted, third.n_refreshed) == (0, 0)  # the refreshed entry is reused from now on
+
+
+def test_a_label_free_request_reuses_a_labelled_entry(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend
+) -> None:
+    extract_features(video_items, tmp_path / "cache", tiny_backend, progress=False)
+    unlabelled = [it._replace(label=None) for it in video_items]
+    again = extract_features(unlabelled, tmp_path / "cache", tiny_backend, progress=False)
+    assert (again.n_extracted, again.n_refreshed) == (0, 0)
+
+
+def test_a_changed_scenario_prompt_is_refused_as_another_recipe(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend
+) -> None:
+    extract_features(video_items[:2], tmp_path / "cache", tiny_backend, progress=False)
+    with pytest.raises(ValueError, match="another recipe"):
+        extract_features(
+            video_items[:2], tmp_path / "cache", tiny_backend, ExtractionConfig(scenario="temporal"), progress=False
+        )

@@ -8,7 +8,9 @@ Layout::
 
 Keys: a cache holds one recipe (model, layers, pooling, sampling, frames, dtype, prompt templates),
 so an entry is keyed by video id, and each text vector records the id of the prompt that made it;
-together that is the key (video id, prompt id, model, layer, sampling).
+together that is the key (video id, prompt id, model, layer, sampling). An entry is reused only
+while its label and prompt ids are the ones a run asks for: a relabelled video is extracted again
+and committed with a higher ``generation``, and readers take each video's highest generation.
 
 Writes are atomic: every file is written to a temporary name in the same folder, flushed,
 ``fsync``-ed, then renamed over its final name with ``os.replace`` (and the folder is fsync-ed). A
@@ -17,8 +19,8 @@ committed shard (fragment present) or an orphan shard and temporary files that r
 rerun skips the committed videos and redoes the rest (``FeatureCache.clean`` removes the debris
 when no writer is running). Each writer (process) writes only files named after its own writer id,
 so many processes can fill one cache; readers merge all fragments. Should two fragments hold the
-same video (two runs of the same shard at the same time), the first by file name wins and
-``duplicates`` reports it.
+same video at the same generation (two runs of the same shard at the same time), the first by file
+name wins and ``duplicates`` reports it.
 
 Reading ``visual(ids)`` / ``text(ids, role)`` returns stacked tensors, memory-mapped through
 safetensors ``safe_open`` (only the requested rows are read).
@@ -150,6 +152,8 @@ class CacheEntry:
         path: the source video as given.
         frame_indices: source frame index of each of the T frames.
         n_source_frames: frames in the source video.
+        generation: 0 for a first extraction; each re-extraction (new label or prompt) adds 1, and
+            readers serve the highest generation of a video.
     """
 
     video_id: str
@@ -161,6 +165,7 @@ class CacheEntry:
     path: str
     frame_indices: tuple[int, ...]
     n_source_frames: int
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -299,11 +304,13 @@ class FeatureCache:
                     path=raw["path"],
                     frame_indices=tuple(raw["frame_indices"]),
                     n_source_frames=raw["n_source_frames"],
+                    generation=raw.get("generation", 0),
                 )
-                if entry.video_id in entries:
-                    duplicates.append(entry.video_id)
-                else:
+                current = entries.get(entry.video_id)
+                if current is None or entry.generation > current.generation:
                     entries[entry.video_id] = entry
+                elif entry.generation == current.generation:
+                    duplicates.append(entry.video_id)
             for raw in fragment.get("failures", []):
                 failures[raw["video_id"]] = CacheFailure(raw["video_id"], raw["path"], raw["reason"])
         self._entries = dict(sorted(entries.items()))
@@ -456,14 +463,20 @@ class CacheWriter:
         self.writer_id = writer_id
         self.videos_per_shard = videos_per_shard
         self._dtype = STORAGE_DTYPES[cache.recipe.storage_dtype]
-        self._buffer: list[tuple[VideoFeatures, str]] = []
+        self._buffer: list[tuple[VideoFeatures, str, int]] = []
         self._failures: list[CacheFailure] = []
         self._seq = 0
         self.committed = 0
 
-    def add(self, features: VideoFeatures, path: str | os.PathLike[str]) -> None:
-        """Queue one video's features; commits a shard when the buffer is full."""
-        self._buffer.append((features, str(path)))
+    def add(self, features: VideoFeatures, path: str | os.PathLike[str], *, generation: int = 0) -> None:
+        """Queue one video's features; commits a shard when the buffer is full.
+
+        Args:
+            features: the video's features.
+            path: its source file.
+            generation: 0 for a new video; one more than the cached entry's when it replaces it.
+        """
+        self._buffer.append((features, str(path), generation))
         if len(self._buffer) >= self.videos_per_shard:
             self.flush()
 
@@ -473,7 +486,7 @@ class CacheWriter:
 
     def _tensors(self) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
         visual, texts, entries = [], {}, []
-        for row, (feat, path) in enumerate(self._buffer):
+        for row, (feat, path, generation) in enumerate(self._buffer):
             visual.append(feat.visual)
             text_rows = {}
             for role, vector in feat.text.items():
@@ -489,6 +502,7 @@ class CacheWriter:
                     "path": path,
                     "frame_indices": list(feat.frame_indices),
                     "n_source_frames": feat.n_source_frames,
+                    "generation": generation,
                 }
             )
         tensors = {"visual": torch.stack(visual)}  # [n, T, D_in]
@@ -533,4 +547,4 @@ class CacheWriter:
 
     def pending(self) -> Iterable[str]:
         """Ids of the buffered, not yet committed videos."""
-        return [f.video_id for f, _ in self._buffer]
+        return [f.video_id for f, _, _ in self._buffer]

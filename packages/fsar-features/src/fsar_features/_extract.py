@@ -142,7 +142,9 @@ class ExtractionSummary:
         shard: ``(i, n)`` this process handled.
         n_items: items given (all shards).
         n_assigned: items of this shard.
-        n_skipped: of those, already in the cache (a resumed run).
+        n_skipped: of those, already in the cache with the label and prompts asked for (a resumed run).
+        n_refreshed: of those extracted, videos that were cached under another label or prompt id and
+            were extracted again (the cache serves the new features from now on).
         n_extracted: videos extracted and committed by this run.
         failures: videos that failed, with the reason.
         seconds: wall time.
@@ -155,6 +157,7 @@ class ExtractionSummary:
     n_skipped: int
     n_extracted: int
     failures: tuple[CacheFailure, ...] = field(default=())
+    n_refreshed: int = 0
     seconds: float = 0.0
 
     @property
@@ -175,6 +178,10 @@ class ExtractionSummary:
             f"shard {i}/{n}: {self.n_assigned} of {self.n_items} videos; {self.n_skipped} already cached, "
             f"{self.n_extracted} extracted ({rate:.2f} videos/s), {len(self.failures)} failed → {self.cache_dir}"
         ]
+        if self.n_refreshed:
+            lines.append(
+                f"  {self.n_refreshed} cached videos were extracted again: their label or label-aware prompt changed"
+            )
         lines += [f"  FAILED {f.video_id} ({f.path}): {f.reason}" for f in self.failures]
         return "\n".join(lines)
 
@@ -328,6 +335,13 @@ class FeatureExtractor:
                 f"prompt, so its visual features would differ; keep role wording after the video"
             )
         return ids[self._prefix_len :]
+
+    def prompt_ids(self, label: str | None) -> dict[str, str]:
+        """Role → id of the prompt this extractor runs for a video with ``label`` (None: query role only).
+
+        A cached entry made with other ids (another label, template version or scenario) is stale.
+        """
+        return {role: row[0].id for role, row in self._prompts([label]).items() if row[0] is not None}
 
     def _prompts(self, labels: Sequence[str | None]) -> dict[str, list[RenderedPrompt | None]]:
         out: dict[str, list[RenderedPrompt | None]] = {}
@@ -505,7 +519,9 @@ def extract_features(
 
     Every video gets the label-free ``query`` prompt; videos with a label also get the label-aware
     ``support`` prompt of their class (``config.roles`` selects). Videos already in the cache are
-    skipped, so rerunning after a crash or kill completes the cache.
+    skipped, so rerunning after a crash or kill completes the cache. A cached video is reused only if
+    it was made for the same label and prompt ids (the recipe is the cache's own); otherwise it is
+    extracted again and replaces the old entry (``ExtractionSummary.n_refreshed`` counts them).
 
     Args:
         items: ``VideoItem`` or ``(video_id, path, label)`` tuples (label None: query role only).
@@ -540,7 +556,23 @@ def extract_features(
     extractor = FeatureExtractor(backend, config)
     cache = FeatureCache.create(cache_dir, extractor.recipe)
     assigned = [it for it in all_items if shard_of(it.video_id, n) == i]
-    todo = [it for it in assigned if it.video_id not in cache]
+    generations: dict[str, int] = {}  # video id → generation of the replacing entry
+    for it in assigned:
+        if it.video_id in cache:
+            entry = cache.entry(it.video_id)
+            wanted = extractor.prompt_ids(it.label)
+            if (it.label is None or entry.label == it.label) and all(
+                entry.prompt_ids.get(role) == pid for role, pid in wanted.items()
+            ):
+                continue
+            generations[it.video_id] = entry.generation + 1
+    todo = [it for it in assigned if it.video_id not in cache or it.video_id in generations]
+    if generations:
+        log.warning(
+            "%d cached videos were made for another label or prompt (e.g. %s) and are extracted again",
+            len(generations),
+            ", ".join(sorted(generations)[:3]),
+        )
     writer = cache.writer(f"r{i:05d}of{n:05d}-{time.time_ns():x}-{os.getpid()}", videos_per_shard)
     failures: list[CacheFailure] = []
     batch: list[tuple[VideoItem, VideoClip]] = []
@@ -558,7 +590,7 @@ def extract_features(
             [clip for _, clip in batch], [it.video_id for it, _ in batch], [it.label for it, _ in batch]
         )
         for (item, _), feat in zip(batch, feats, strict=True):
-            writer.add(feat, item.path)
+            writer.add(feat, item.path, generation=generations.get(item.video_id, 0))
         bar.advance(task, len(batch))
         batch.clear()
 
@@ -589,6 +621,7 @@ def extract_features(
         n_skipped=len(assigned) - len(todo),
         n_extracted=writer.committed,
         failures=tuple(failures),
+        n_refreshed=len(set(generations) - {f.video_id for f in failures}),
         seconds=time.perf_counter() - started,
     )
     log.info("%s", summary.describe())
