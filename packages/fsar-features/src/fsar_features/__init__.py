@@ -5,6 +5,9 @@ LLaVA-NeXT-Video, and tiny seeded versions of both for offline work), decode its
 visual stream ``[T, D_in]`` and a text stream ``[D_in]`` per prompt (``FeatureExtractor``), and fill
 a resumable, shardable on-disk cache (``extract_features``, ``FeatureCache``).
 
+A checkpoint's backend comes from its ``config.json`` (``backend_for_model``), never from its name;
+``save_tiny_checkpoint`` writes tiny random checkpoints with the real -hf models' token geometry.
+
 Hidden-state index convention: 0 = embeddings, ℓ = decoder layer ℓ, -1 = L = the last layer (after
 the final norm).
 
@@ -42,10 +45,12 @@ from fsar_features._extract import (
     resolve_shard,
     shard_of,
 )
+from fsar_features._model_types import backend_for_model, list_model_types, register_model_type
 from fsar_features._registry import BackendOutput, FeatureBackend, create_backend, list_backends, register_backend
 from fsar_features._sampling import list_samplers, register_sampler, sample_indices
 from fsar_features._spatial import resize_and_center_crop
 from fsar_features._video import VideoClip, VideoReadError, read_frames
+from fsar_features.backends._tiny_checkpoints import save_tiny_checkpoint
 
 del _backends
 
@@ -67,11 +72,13 @@ __all__ = [
     "VideoFeatures",
     "VideoItem",
     "VideoReadError",
+    "backend_for_model",
     "create_backend",
     "extract_features",
     "find_video_span",
     "list_backends",
     "list_layer_presets",
+    "list_model_types",
     "list_samplers",
     "list_text_poolings",
     "list_visual_poolings",
@@ -80,6 +87,7 @@ __all__ = [
     "read_frames",
     "register_backend",
     "register_layer_preset",
+    "register_model_type",
     "register_sampler",
     "register_text_pooling",
     "register_visual_pooling",
@@ -87,6 +95,7 @@ __all__ = [
     "resolve_layers",
     "resolve_shard",
     "sample_indices",
+    "save_tiny_checkpoint",
     "select_layers",
     "shard_of",
 ]

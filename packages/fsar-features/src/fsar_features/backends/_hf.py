@@ -12,10 +12,11 @@ then rescaled and normalised here, which matches ``VideoLlavaImageProcessor`` pe
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,16 @@ class Preprocessing:
 
 
 def read_preprocessing(folder: Path | None, image_size: int) -> Preprocessing:
-    """Read size and normalisation from ``(video_)preprocessor_config.json``; CLIP defaults otherwise."""
-    config: dict[str, Any] = {}
-    if folder is not None:
-        for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
-            if (folder / name).is_file():
-                config = json.loads((folder / name).read_text())
-                break
+    """Read size and normalisation from the checkpoint's processor config; CLIP defaults otherwise.
+
+    The video processor's settings come first, looked up as transformers does (the ``video_processor``
+    entry of ``processor_config.json``, then ``video_preprocessor_config.json``), then the image
+    processor's (the ``image_processor`` entry, then ``preprocessor_config.json``). transformers 5
+    saves a processor as one nested ``processor_config.json``; the -hf hub checkpoints keep separate
+    files (LLaVA-NeXT-Video-7B-hf has only ``preprocessor_config.json``, which its video processor
+    also reads).
+    """
+    config = _processor_settings(folder) if folder is not None else {}
     size = config.get("size") or {}
     frame_size = size.get("shortest_edge", image_size) if isinstance(size, dict) else int(size)
     return Preprocessing(
@@ -99,6 +103,23 @@ def read_preprocessing(folder: Path | None, image_size: int) -> Preprocessing:
         mean=tuple(config.get("image_mean", CLIP_MEAN)),
         std=tuple(config.get("image_std", CLIP_STD)),
     )
+
+
+def _processor_settings(folder: Path) -> dict[str, Any]:
+    """The first processor settings found in ``folder`` (see ``read_preprocessing``), or ``{}``."""
+
+    def read(name: str) -> dict[str, Any]:
+        path = folder / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    nested = read("processor_config.json")
+    candidates = (
+        nested.get("video_processor"),
+        read("video_preprocessor_config.json"),
+        nested.get("image_processor"),
+        read("preprocessor_config.json"),
+    )
+    return next((c for c in candidates if isinstance(c, dict) and c), {})
 
 
 class HFVideoBackend:
@@ -290,7 +311,7 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
     return _wrap_tiny_tokenizer(tokenizer, vocab)
 
 
-def _wrap_tiny_tokenizer(tokenizer: Any, vocab: dict[str, int]) -> PreTrainedTokenizerBase:
+def _wrap_tiny_tokenizer(tokenizer: Any, vocab: dict[str, int], pad_token: str = "<pad>") -> PreTrainedTokenizerBase:
     """``<s>`` prepended as Llama does, and the special tokens a LLaVA processor expects."""
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
@@ -299,14 +320,16 @@ def _wrap_tiny_tokenizer(tokenizer: Any, vocab: dict[str, int]) -> PreTrainedTok
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="<unk>",
-        pad_token="<pad>",
+        pad_token=pad_token,
         bos_token="<s>",
         eos_token="</s>",
         extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
     )
 
 
-def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerBase:
+def build_word_tokenizer(
+    words: Iterable[str], *, special_ids: Mapping[str, int] | None = None, pad_token: str = "<pad>"
+) -> PreTrainedTokenizerBase:
     """A deterministic word-level tokenizer built in code: each of ``words`` is one token.
 
     Text is split BERT-style (on whitespace, and punctuation becomes its own token); a known word is
@@ -315,6 +338,19 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerBase:
     </s> <image> <video>`` (0 … 5), then ``words`` (sorted, de-duplicated), then the 95 printable
     ASCII characters and their 95 continuations. Case is kept. ``<s>`` is prepended, as Llama does.
 
+    Args:
+        words: the words that become whole tokens.
+        special_ids: where the special tokens sit instead, e.g. a real checkpoint's
+            ``{"<unk>": 0, "<s>": 1, "</s>": 2, "<image>": 32000, "<video>": 32001, "<pad>": 32002}``;
+            it must name ``<unk> <s> </s> <image> <video>`` and ``pad_token``. The other tokens take
+            the free ids from 0 upwards in the order above, and filler tokens ``<unused{id}>`` (which
+            no text encodes to: the pre-tokenizer splits off ``<`` and ``>``) take the rest, so the
+            ids are contiguous and ``len(tokenizer)`` is the largest id + 1.
+        pad_token: the padding token (LLaVA-NeXT-Video pads with ``<unk>``).
+
+    Raises:
+        ValueError: ``special_ids`` lacks a required token, or gives two tokens one id.
+
     Example:
         >>> tok = build_word_tokenizer(["moving", "something", "up"])
         >>> tok.convert_ids_to_tokens(tok("moving something upward").input_ids)
@@ -322,16 +358,27 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerBase:
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+    specials = dict(special_ids) if special_ids is not None else {t: i for i, t in enumerate(TINY_SPECIAL_TOKENS)}
+    missing = sorted({"<unk>", "<s>", "</s>", "<image>", "<video>", pad_token} - specials.keys())
+    if missing or len(set(specials.values())) != len(specials) or min(specials.values()) < 0:
+        raise ValueError(
+            f"special_ids must give distinct non-negative ids to <unk> <s> </s> <image> <video> and the pad token "
+            f"{pad_token!r}; got {specials} (missing: {missing})"
+        )
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS)}
     pieces = {piece for word in words for piece, _ in pre_tokenizer.pre_tokenize_str(str(word))}
     chars = [chr(c) for c in range(32, 127) if not chr(c).isspace()]
+    vocab = dict(specials)
+    free = (i for i in itertools.count() if i not in specials.values())
     for token in [*sorted(pieces), *chars, *(f"##{c}" for c in chars)]:
-        vocab.setdefault(token, len(vocab))
+        if token not in vocab:
+            vocab[token] = next(free)
+    taken = set(vocab.values())
+    vocab.update({f"<unused{i}>": i for i in range(max(taken)) if i not in taken})
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
     tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    return _wrap_tiny_tokenizer(tokenizer, vocab)
+    return _wrap_tiny_tokenizer(tokenizer, vocab, pad_token)
 
 
 def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:

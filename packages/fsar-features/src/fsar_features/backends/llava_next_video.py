@@ -17,6 +17,7 @@ import os
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
+from fsar_features._model_types import register_model_type
 from fsar_features._registry import register_backend
 from fsar_features.backends._hf import (
     CLIP_MEAN,
@@ -51,6 +52,9 @@ def llava_next_video_tokens_per_frame(config: LlavaNextVideoConfig) -> int:
         )
     side = config.vision_config.image_size // config.vision_config.patch_size
     return (side // config.spatial_pool_stride) ** 2
+
+
+register_model_type("llava_next_video", "llava-next-video")  # config.json model_type → this backend
 
 
 @register_backend("llava-next-video")

@@ -20,6 +20,7 @@ import os
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
 
+from fsar_features._model_types import register_model_type
 from fsar_features._registry import register_backend
 from fsar_features.backends._hf import (
     CLIP_MEAN,
@@ -91,6 +92,9 @@ def tiny_video_llava_config(
         vision_feature_layer=vision_feature_layer,
         video_seq_length=8 * ((image_size // patch_size) ** 2 + 1),
     )
+
+
+register_model_type("video_llava", "video-llava")  # config.json model_type → this backend
 
 
 @register_backend("video-llava")
