@@ -9,11 +9,13 @@ from fsar_train._config import ExperimentConfig
 from fsar_train._splits import (
     DatasetSplit,
     SplitEntry,
+    list_shipped_benchmarks,
     match_videos,
     read_class_names,
     read_csv_split,
     read_folder_split,
     read_split_file,
+    shipped_class_names,
 )
 from fsar_train._synthetic import generate_synthetic_actions
 
@@ -25,15 +27,30 @@ SPLITS = ("train", "val", "test")
 
 
 def _entries(config: ExperimentConfig, split: str) -> tuple[list[SplitEntry], list[str] | None]:
+    """The split's entries and its class-name list: ``data.<split>_names``, else the names shipped
+    for ``data.benchmark`` (both layouts then give the shipped order), else None (sorted labels)."""
     data = config.data
     root = Path(data.root)
     names_file = getattr(data, f"{split}_names")
-    names = read_class_names(names_file) if names_file else None
+    if names_file:
+        names: list[str] | None = read_class_names(names_file)
+        source = f"data.{split}_names ({names_file})"
+    else:
+        names = shipped_class_names(data.benchmark, split)
+        source = f"fsar-train's shipped {data.benchmark} {split} class names"
     if data.format in ("synthetic", "split_files"):
         list_file = root / "splits" / f"{split}.txt" if data.format == "synthetic" else getattr(data, f"{split}_list")
         if not list_file:
             raise ValueError(f"data.{split}_list is empty; format 'split_files' needs the {split} split file")
-        return read_split_file(list_file, split=split, class_names=names), names
+        try:
+            return read_split_file(list_file, split=split, class_names=names, names_source=source), names
+        except ValueError as err:
+            if names is None and data.benchmark in list_shipped_benchmarks():
+                raise ValueError(
+                    f"{err}. fsar-train ships no {split} class names for {data.benchmark} (no public source "
+                    f"publishes them in a form fsar could verify), so data.{split}_names must supply them"
+                ) from None
+            raise
     if data.format == "folders":
         return read_folder_split(root / split, split=split), names
     if not data.csv:
@@ -50,13 +67,18 @@ def load_splits(
 ) -> dict[str, DatasetSplit]:
     """Read the configured splits and match them to files under ``data.root``.
 
+    Class names come from ``data.<split>_names`` or, when that is empty, from the lists shipped for
+    ``data.benchmark`` (``shipped_class_names``); a split's ``class_names`` then follow that list's
+    order whichever public layout the split file has. Without either, the sorted labels.
+
     For ``format = "synthetic"`` the dataset is generated first when missing (idempotent). Missing
     videos are reported per class (``report_dir/missing_<split>.txt``); with ``data.strict`` they
     are an error, otherwise the split goes on without them and a warning gives the counts.
 
     Raises:
         MissingVideosError: ``data.strict`` and videos are missing.
-        ValueError: a split file needed by the format is not configured.
+        ValueError: a split file needed by the format is not configured; an index-only split file has no
+            class names; a line's class disagrees with the class names.
     """
     data = config.data
     if data.format == "synthetic":
