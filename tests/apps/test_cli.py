@@ -66,12 +66,15 @@ def test_every_command_has_help(command, capsys):
 def test_the_main_job_trains_evaluates_prints_the_table_and_builds_the_store(tiny_run, capsys):
     status, run_dir, _ = tiny_run
     assert status == 0
-    summary = json.loads((run_dir / "summary.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    summary = results["results"]
     methods = set(summary["1"])
     assert {"fsar_llava", "proto", "otam", "bimhm", "trx", "fsar_llava (visual only)"} <= methods
     assert summary["1"]["fsar_llava"]["n_episodes"] == 30
-    assert (run_dir / "results.json").exists()
+    assert len(summary["1"]["trx"]["episode_accuracies"]) == 30  # per-episode, for paired comparisons
+    assert set(results["trained"]) == {"fsar_llava", "trx"}
     assert (run_dir / "config.toml").exists()
+    assert (run_dir / "baselines" / "trx" / "best.pt").exists()
     assert (run_dir / "store").is_dir()
 
 
@@ -114,7 +117,7 @@ def test_a_run_folder_made_with_another_config_is_refused(tiny_run, capsys):
     ("argv", "message"),
     [
         (["--benchmark", "ssv3"], "unknown benchmark 'ssv3'; valid: hmdb51, kinetics100"),
-        (["--preset", "nope", "data"], "unknown preset 'nope'; valid:"),
+        (["--preset", "nope", "data"], "unknown preset 'nope'; presets:"),
         (
             ["--benchmark", "ucf101", "--data-root", "/nonexistent/ucf", "data"],
             "the data root /nonexistent/ucf does not exist",
@@ -185,7 +188,7 @@ def test_compare_tables_runs_and_pairs_methods_on_shared_episodes(tiny_run, tmp_
     assert "| a/fsar_llava − b/fsar_llava | 1 | +0.00 ± 0.00 | 30 |" in text
     runs = [load_run(f"a={run_dir}")]
     diff = paired_difference(runs, "a/fsar_llava (text only)", "a/proto", 1)
-    summary = json.loads((run_dir / "summary.json").read_text())["1"]
+    summary = json.loads((run_dir / "results.json").read_text())["results"]["1"]
     expected = summary["fsar_llava (text only)"]["accuracy"] - summary["proto"]["accuracy"]
     assert diff.mean == pytest.approx(expected, abs=1e-9)
     assert diff.n_episodes == 30
@@ -194,7 +197,7 @@ def test_compare_tables_runs_and_pairs_methods_on_shared_episodes(tiny_run, tmp_
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["compare", "nowhere"], "has no summary.json"),
+        (["compare", "nowhere"], "has no results.json"),
         (["compare", "x=RUN", "--paired", "x/fsar_llava"], "write 'LABEL/METHOD - LABEL/METHOD'"),
         (["compare", "x=RUN", "--paired", "y/proto - x/proto"], "no run labelled 'y'"),
         (["compare", "x=RUN", "--paired", "x/nope - x/proto"], "no per-episode 1-shot accuracies of 'nope'"),
@@ -218,13 +221,12 @@ def test_the_store_returns_the_action_a_clip_registered_and_evaluates_a_split(ti
     for action, clip in clips.items():
         assert main(["store", "add", action, str(clip), "--run-dir", str(run_dir), "--store", store_uri]) == 0
     capsys.readouterr()
-    from fsar_apps._store_cli import _extract, _load_run, _open
-    from fsar_apps.store import encode_query
+    from fsar_apps.store import encode_query, extract_videos, load_trained_run, open_run_store
 
-    run = _load_run(run_dir)
-    store = _open(run, store_uri)
+    run = load_trained_run(run_dir)
+    store = open_run_store(run, store_uri)
     for action, clip in clips.items():
-        (features,) = _extract(run, [clip], label=None)
+        (features,) = extract_videos(run, [clip], label=None)
         frames, text = encode_query(run.head, features.visual.float(), features.text["query"].float())
         result = store.query(frames, text, k=4, mpmm=run.head.config.mpmm)
         assert result.matches[0].action == action  # rank 1 is the action this clip registered
@@ -235,3 +237,24 @@ def test_the_store_returns_the_action_a_clip_registered_and_evaluates_a_split(ti
     out = " ".join(capsys.readouterr().out.split())
     assert "store classification of test videos" in out
     assert "chance top-1: 10.0 %" in out
+
+
+def test_fsar_train_run_and_the_main_job_produce_the_same_run_folder(tiny_run, tmp_path):
+    """One runner: `fsar-train run` with the same configuration writes the same files (the apps add the
+    store) and the same results, episode for episode."""
+    from fsar_train.cli import main as fsar_train_main
+
+    _, run_dir, root = tiny_run
+    other = tmp_path / "fsar-train-run"
+    assert fsar_train_main(["-q", "run", "--run-dir", str(other), "-o", f"data.root='{root / 'data'}'", *TINY]) == 0
+
+    def files(folder: Path) -> set[str]:
+        paths = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+        return {p.as_posix() for p in paths if not p.parts[0].startswith("store")}  # stores: the apps' own
+
+    assert files(other) == files(run_dir)
+    ours, theirs = (json.loads((d / "results.json").read_text()) for d in (run_dir, other))
+    assert ours["config"] == theirs["config"]
+    for shots, by_method in ours["results"].items():
+        for method, result in by_method.items():
+            assert theirs["results"][shots][method]["episode_accuracies"] == result["episode_accuracies"], method

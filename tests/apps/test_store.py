@@ -255,7 +255,7 @@ def test_the_head_fingerprint_changes_with_the_weights():
 
 
 def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
-    from fsar_apps._store_cli import _Run, calibrate_unknown_threshold
+    from fsar_apps.store import TrainedRun, calibrate_unknown_threshold
     from fsar_train import TensorFeatures
 
     head = _head()
@@ -268,6 +268,6 @@ def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
     text = torch.stack([class_text[c] + 0.05 * torch.randn(12, generator=gen) for c in labels])
     val = TensorFeatures(visual, labels, support_text=text, query_text=text)
     recipe = StoreRecipe({"model": "m"}, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES)
-    threshold = calibrate_unknown_threshold(_Run(None, head, recipe, None), val, shots=3)
+    threshold = calibrate_unknown_threshold(TrainedRun(None, head, recipe, None), val, shots=3)
     assert threshold is not None
     assert math.isfinite(threshold)  # a confidence log(M · p), not a probability

@@ -38,7 +38,7 @@ def test_run_trains_and_evaluates_from_the_synthetic_preset(tmp_path, tiny_run_o
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["results"]) == {"1"}  # 3-shot needs 4 test videos per class: skipped with a warning
     assert list(results["results"]["1"]) == ["trx", "proto", "otam", "bimhm"]
-    assert results["train"]["steps"] == 2
+    assert results["trained"]["trx"]["steps"] == 2
     assert results["protocol"]["n_query_per_class"] == 1
     for name in ("config.toml", "best.pt", "last.pt", "val_episodes.json", "test_episodes_5way_1shot_6_seed0.json",
                  "training_curves.png", "accuracy_vs_shots.png", "confusion_trx.png"):  # fmt: skip
@@ -53,5 +53,8 @@ def test_run_trains_and_evaluates_from_the_synthetic_preset(tmp_path, tiny_run_o
 def test_presets_and_config_commands(capsys):
     assert main(["presets"]) == 0
     assert "synthetic-actions" in capsys.readouterr().out.split()
-    assert main(["config", "--preset", "ucf101", "-o", "episodes.n_shot=5"]) == 0
-    assert "n_shot = 5" in capsys.readouterr().out
+    assert main(["config", "--benchmark", "ucf101", "-o", "episodes.n_shot=5"]) == 0
+    out = capsys.readouterr().out
+    assert "n_shot = 5" in out
+    assert 'name = "fsar_llava"' in out  # a benchmark chooses the data; the method stays FSAR-LLaVA
+    assert 'benchmark = "ucf101"' in out

@@ -9,35 +9,65 @@ import pytest
 from fsar_train import (
     ExperimentConfig,
     apply_overrides,
+    build_config,
     config_to_toml,
+    list_benchmarks,
     list_presets,
+    load_benchmark,
     load_config,
     load_preset,
     prepare_run_dir,
 )
 
 
-def test_one_preset_per_benchmark_and_three_for_synthetic_actions():
+def test_presets_are_methods_and_benchmarks_are_data():
     assert list_presets() == [
-        "hmdb51",
-        "kinetics100",
-        "ssv2-full",
-        "ssv2-small",
+        "fsar-llava",
         "synthetic-actions",
         "synthetic-actions-llava",
         "synthetic-actions-llava-random",
-        "ucf101",
     ]
+    assert list_benchmarks() == ["hmdb51", "kinetics100", "ssv2-full", "ssv2-small", "synthetic-actions", "ucf101"]
     llava, random = load_preset("synthetic-actions-llava"), load_preset("synthetic-actions-llava-random")
     assert llava.features.source == "mllm"
     assert llava.features.model == "builtin:tiny-video-llava-synthetic-actions"
+    assert llava.data == load_benchmark("synthetic-actions").data  # the preset names its benchmark
+    assert llava.synthetic.videos_per_class == 100
     # The random-weight control differs from the default only in its weights.
     assert dataclasses.replace(random, name=llava.name, features=llava.features) == llava
     assert dataclasses.replace(random.features, random_init_seed=-1) == llava.features
-    full = load_preset("ssv2-full")
-    assert full.data.expected_videos == (67013, 1926, 2857)
-    assert load_preset("kinetics100").data.key == "youtube_id"
+    assert load_benchmark("ssv2-full").data.expected_videos == (67013, 1926, 2857)
+    assert load_benchmark("kinetics100").data.key == "youtube_id"
     assert load_preset("synthetic-actions").data.format == "synthetic"
+
+
+@pytest.mark.parametrize("benchmark", ["ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51"])
+def test_a_benchmark_and_a_model_always_give_the_fsar_llava_head_on_that_models_features(benchmark):
+    cfg = build_config(benchmark=benchmark, model="/checkpoints/some-video-mllm")
+    assert cfg.data == load_benchmark(benchmark).data
+    assert cfg.metric.name == "fsar_llava"
+    assert (cfg.features.source, cfg.features.model, cfg.features.backend) == (
+        "mllm",
+        "/checkpoints/some-video-mllm",
+        "auto",  # from the checkpoint's config.json, never from its name
+    )
+    assert cfg.eval.trained_baselines == ("trx",)
+    assert cfg.eval.baselines == ("proto", "otam", "bimhm")
+    # The same with the default preset named explicitly: the benchmark replaces the data only.
+    named = build_config("synthetic-actions-llava", benchmark=benchmark, model="/checkpoints/m", backend="video-llava")
+    assert (named.metric.name, named.features.backend, named.data.benchmark) == ("fsar_llava", "video-llava", benchmark)
+    assert named.synthetic == load_benchmark(benchmark).synthetic  # nothing of synthetic-actions' data survives
+
+
+def test_build_config_without_arguments_is_the_default_run():
+    assert build_config() == load_preset("synthetic-actions-llava")
+    assert build_config(benchmark="synthetic-actions") == load_preset("synthetic-actions-llava")
+    assert build_config(device="cpu").train.device == "cpu"
+
+
+def test_an_unknown_benchmark_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="unknown benchmark 'ssv3'; valid: hmdb51, kinetics100"):
+        build_config(benchmark="ssv3")
 
 
 def test_overrides_parse_typed_values_and_promote_int_to_float():
@@ -87,7 +117,7 @@ def test_dict_fields_take_new_entries_by_dotted_key():
 
 
 def test_unknown_preset_lists_the_shipped_ones():
-    with pytest.raises(ValueError, match="unknown preset 'ssv3'; presets: hmdb51, kinetics100"):
+    with pytest.raises(ValueError, match="unknown preset 'ssv3'; presets: fsar-llava, synthetic-actions"):
         load_preset("ssv3")
 
 

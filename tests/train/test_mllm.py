@@ -64,11 +64,38 @@ def test_the_mllm_source_extracts_each_split_once_into_one_cache(tiny_config, tm
 
 def test_the_llava_preset_trains_and_evaluates_the_head_on_mllm_features(tiny_config, tmp_path):
     result = run_experiment(tiny_config, tmp_path / "run", progress=False)
-    assert set(result.results[1]) == {"fsar_llava", "proto", "otam", "bimhm"}
+    assert list(result.results[1]) == [
+        "fsar_llava",
+        "fsar_llava (visual only)",
+        "fsar_llava (text only)",
+        "fsar_llava (with cross)",
+        "proto",
+        "otam",
+        "bimhm",
+        "trx",
+    ]
     assert result.results[1]["fsar_llava"].uses_class_names
     assert not result.results[1]["otam"].uses_class_names
+    assert not result.results[1]["trx"].uses_class_names
     assert (tmp_path / "run" / "results.json").exists()
     assert (tmp_path / "run" / "best.pt").exists()
+    assert (tmp_path / "run" / "baselines" / "trx" / "best.pt").exists()
+    # Running again with the same config reads the results back; a changed eval setting re-evaluates.
+    again = run_experiment(tiny_config, tmp_path / "run", progress=False)
+    assert again.reused
+    assert again.results[1]["trx"].episode_accuracies == result.results[1]["trx"].episode_accuracies
+    fewer = run_experiment(apply_overrides(tiny_config, ["eval.episodes=10"]), tmp_path / "run", progress=False)
+    assert not fewer.reused
+    assert fewer.results[1]["trx"].n_episodes == 10
+
+
+def test_the_label_free_support_prompt_does_not_count_as_using_class_names(tiny_config, tmp_path):
+    free = apply_overrides(tiny_config, ["features.support_prompt='label_free'"])
+    sources, _ = load_sources(free, tmp_path, progress=False)
+    assert not sources["test"].label_aware_support
+    from fsar_train import build_metric, feature_dim, uses_class_names
+
+    assert not uses_class_names(build_metric(free, feature_dim(sources["test"])), sources["test"])
 
 
 def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(tiny_config, tmp_path):
@@ -127,7 +154,22 @@ def test_the_default_preset_loads_the_shipped_model_and_the_random_control_its_a
     digest = model_id.rsplit("@", 1)[1]
     assert mllm_cache_dir(default).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}"
     assert mllm_cache_dir(random).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}-random0"
-    hub = apply_overrides(default, ["features.model='LanguageBind/Video-LLaVA-7B-hf'"])
+    hub = apply_overrides(default, ["features.model='LanguageBind/Video-LLaVA-7B-hf'", "features.backend=video-llava"])
     assert mllm_cache_dir(hub).name == "mllm-video-llava-Video-LLaVA-7B-hf"
     with pytest.raises(ValueError, match="unknown builtin model 'nope'; shipped: tiny-video-llava-synthetic-actions"):
         builtin_model("builtin:nope")
+    with pytest.raises(ValueError, match=r"unknown builtin model '\.\./"):
+        builtin_model("builtin:../../../../x")  # a name, never a path out of the package
+
+
+def test_the_backend_comes_from_the_checkpoints_config_not_its_name(tmp_path):
+    from fsar_train import resolve_backend
+
+    default = load_preset("synthetic-actions-llava")
+    assert default.features.backend == "auto"
+    assert resolve_backend(default) == "video-llava"  # model_type video_llava in the shipped config.json
+    missing = apply_overrides(default, [f"features.model='{tmp_path / 'LLaVA-NeXT-Video-looking-name'}'"])
+    with pytest.raises(FileNotFoundError):
+        resolve_backend(missing)
+    forced = apply_overrides(missing, ["features.backend='llava-next-video'"])
+    assert resolve_backend(forced) == "llava-next-video"

@@ -1,8 +1,7 @@
 """``fsar compare``: one table over several run folders, and paired differences on shared episodes.
 
-Each run folder of the main job holds ``summary.json`` (shots → method → accuracy ± CI) and, per
-trained model, ``episode_accuracies.json`` (shots → method → one accuracy per test episode; the trx
-baseline's in ``trx/``). Runs whose test episode lists are byte-identical scored the same episodes,
+Each run folder holds ``results.json`` (shots → method → accuracy ± CI and one accuracy per test
+episode, for every method of the run). Runs whose test episode lists are byte-identical scored the same episodes,
 so the difference of two methods is measured per episode: mean ± 1.96 · sd / √N of the paired
 differences, much tighter than comparing two independent intervals.
 """
@@ -10,7 +9,6 @@ differences, much tighter than comparing two independent intervals.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,24 +48,23 @@ def load_run(spec: str) -> RunResults:
     """``RUN_DIR`` or ``LABEL=RUN_DIR``.
 
     Raises:
-        FileNotFoundError: the folder has no summary.json (not a finished main-job run).
+        FileNotFoundError: the folder has no results.json (not a finished run).
     """
+    from fsar_train import RunLayout, read_results
+
     label, _, folder = spec.rpartition("=")
     run_dir = Path(folder)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no summary.json; run the main job there first (`fsar run`)")
-    summary = json.loads(summary_path.read_text())
+    payload = read_results(run_dir)
+    summary: dict[str, dict[str, dict]] = {}
     episodes: dict[str, dict[str, list[float]]] = {}
-    for sub in (".", "trx", "head_ablations"):
-        path = run_dir / sub / "episode_accuracies.json"
-        if path.is_file():
-            for shots, by_method in json.loads(path.read_text()).items():
-                episodes.setdefault(shots, {}).update(by_method)
-    lists = {}
-    for path in run_dir.glob("test_episodes_*way_*shot_*.json"):
-        shots = path.name.split("way_", 1)[1].split("shot", 1)[0]
-        lists[shots] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for shots, by_method in payload["results"].items():
+        for method, result in by_method.items():
+            summary.setdefault(shots, {})[method] = {k: v for k, v in result.items() if k != "episode_accuracies"}
+            episodes.setdefault(shots, {})[method] = result.get("episode_accuracies", [])
+    lists = {
+        str(shots): hashlib.sha256(path.read_bytes()).hexdigest()
+        for shots, path in RunLayout(run_dir).saved_test_episodes().items()
+    }
     return RunResults(label or run_dir.name, run_dir, summary, episodes, lists)
 
 

@@ -9,22 +9,19 @@ ablations of the head → one results table → a prototype store of the meta-te
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "main"]
+from fsar_apps._common import DEFAULT_RUN, UserError, console, err_console
+from fsar_apps._store_cli import store_app
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+__all__ = ["app", "build_config", "main", "run_main_job"]
 
 app = typer.Typer(
     add_completion=False,
@@ -32,92 +29,66 @@ app = typer.Typer(
     invoke_without_command=True,
     help="fsar: few-shot action recognition with multimodal-LLM features (FSAR-LLaVA, fsar reconstruction).",
 )
-store_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The LanceDB prototype store of a run.")
 app.add_typer(store_app, name="store")
-
-DEFAULT_PRESET = "synthetic-actions-llava"
-DEFAULT_RUN = Path("runs/default")
-#: Test-time ablations of the trained head: the same weights with MPMM switched (no retraining).
-HEAD_ABLATIONS = ("visual_only", "text_only", "with_cross")
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one sentence, exit status 2."""
 
 
 # ----------------------------------------------------------------------------- configuration
-PresetOpt = Annotated[str, typer.Option("--preset", help="a named config (`fsar presets`)")]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset", help="the method (`fsar presets`); default synthetic-actions-llava, or fsar-llava with --benchmark"
+    ),
+]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="the run folder (config, checkpoints, results, store)")]
 BenchmarkOpt = Annotated[
     str | None,
-    typer.Option("--benchmark", help="ssv2-full, ssv2-small, kinetics100, ucf101, hmdb51 or synthetic-actions"),
+    typer.Option(
+        "--benchmark", help="the data: ssv2-full, ssv2-small, kinetics100, ucf101, hmdb51 or synthetic-actions"
+    ),
 ]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="where the videos are")]
-SplitDirOpt = Annotated[Path | None, typer.Option("--split-dir", help="folder with the split lists")]
+SplitDirOpt = Annotated[
+    Path | None, typer.Option("--split-dir", help="folder with the split lists (TRX or CLIP-FSAR layout)")
+]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="a transformers model id or local folder, e.g. LanguageBind/Video-LLaVA-7B-hf"),
+    typer.Option("--model", help="an MLLM checkpoint folder or hub id, e.g. LanguageBind/Video-LLaVA-7B-hf"),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, …")]
+BackendOpt = Annotated[
+    str | None, typer.Option("--backend", help="override the backend read from the checkpoint's config.json")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, … (every stage)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-o", help="config override KEY=VALUE (repeatable)")]
-SubPresetOpt = Annotated[str | None, typer.Option("--preset", help="a named config (`fsar presets`)")]
+SubPresetOpt = Annotated[str | None, typer.Option("--preset", help="the method (`fsar presets`)")]
 SubRunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="the run folder")]
-
-_BENCHMARK_PRESETS = {
-    "synthetic": DEFAULT_PRESET,
-    "synthetic-actions": DEFAULT_PRESET,
-    "ssv2-full": "ssv2-full",
-    "ssv2-small": "ssv2-small",
-    "kinetics100": "kinetics100",
-    "ucf101": "ucf101",
-    "hmdb51": "hmdb51",
-}
-# Split-list file names of the public benchmarks (TRX's splits/ folders), per split.
-_SPLIT_FILES = {
-    "ssv2-full": ("trainlist07.txt", "vallist07.txt", "testlist07.txt"),
-    "ssv2-small": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
-    "kinetics100": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
-    "ucf101": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
-    "hmdb51": ("trainlist03.txt", "vallist03.txt", "testlist03.txt"),
-}
 
 
 def build_config(
-    preset: str,
+    preset: str | None = None,
     *,
     benchmark: str | None = None,
     data_root: Path | None = None,
     split_dir: Path | None = None,
     model: str | None = None,
+    backend: str | None = None,
     device: str | None = None,
     overrides: list[str] | None = None,
 ) -> Any:
-    """The experiment config from a preset, the command-line options and ``--set`` overrides."""
-    from fsar_train import apply_overrides, list_presets, load_preset
+    """``fsar_train.build_config`` (data × method × features), its errors as ``UserError``."""
+    from fsar_train import build_config as compose
 
-    if benchmark is not None:
-        if benchmark not in _BENCHMARK_PRESETS:
-            raise UserError(f"unknown benchmark {benchmark!r}; valid: {', '.join(sorted(_BENCHMARK_PRESETS))}")
-        preset = _BENCHMARK_PRESETS[benchmark]
-    if preset not in list_presets():
-        raise UserError(f"unknown preset {preset!r}; valid: {', '.join(list_presets())}")
-    changes: list[str] = []
-    if data_root is not None:
-        changes.append(f"data.root={json.dumps(str(data_root))}")
-    if split_dir is not None:
-        files = _SPLIT_FILES.get(benchmark or preset)
-        if files is None:
-            raise UserError(f"--split-dir applies to the public benchmarks ({', '.join(_SPLIT_FILES)}), not {preset!r}")
-        for split, name in zip(("train", "val", "test"), files, strict=True):
-            changes.append(f"data.{split}_list={json.dumps(str(split_dir / name))}")
-    if model is not None:
-        backend = "llava-next-video" if "next" in model.lower() else "video-llava"
-        changes += ["features.source='mllm'", f"features.backend='{backend}'", f"features.model={json.dumps(model)}"]
-    if device is not None:
-        changes.append(f"train.device={json.dumps(device)}")
     try:
-        return apply_overrides(load_preset(preset), [*changes, *(overrides or [])])
-    except ValueError as err:
+        return compose(
+            preset,
+            benchmark=benchmark,
+            data_root=data_root,
+            split_dir=split_dir,
+            model=model,
+            backend=backend,
+            device=device,
+            overrides=overrides or [],
+        )
+    except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
 
 
@@ -136,162 +107,67 @@ def _check_data(config: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- the main job
-def _trx_config(config: Any) -> Any:
-    from fsar_train import apply_overrides
-
-    return dataclasses.replace(
-        apply_overrides(config, ["metric.name='trx'", "eval.baselines=[]"]),
-        metric=dataclasses.replace(config.metric, name="trx", options={"key_dim": 64}),
-    )
-
-
-def _head_ablations(config: Any, run_dir: Path, sources: Any) -> dict[int, dict[str, Any]]:
-    """Test-time MPMM ablations of the trained head on the run's test episodes."""
-    from fsar_metric import FSARLLaVA, ablation
-    from fsar_train import EpisodeList, build_metric, evaluate_methods, feature_dim, load_checkpoint_weights
-
-    test = sources["test"]
-    head = build_metric(config, feature_dim(test))
-    if not isinstance(head, FSARLLaVA):
-        return {}
-    load_checkpoint_weights(head, run_dir / f"{config.eval.checkpoint}.pt")
-    methods = {}
-    for name in HEAD_ABLATIONS:
-        variant = FSARLLaVA(ablation(head.config, name))
-        variant.load_state_dict(head.state_dict())
-        methods[f"fsar_llava ({name.replace('_', ' ')})"] = variant.eval()
-    ec, ev = config.episodes, config.eval
-    out = {}
-    for shots in sorted({*ev.shots, ec.n_shot}):
-        path = run_dir / f"test_episodes_{ec.n_way}way_{shots}shot_{ev.episodes}_seed{ev.seed}.json"
-        if path.exists():
-            out[shots] = evaluate_methods(methods, test, EpisodeList.load(path), progress=True)
-    return out
-
-
-def summary_table(summary: dict[str, dict[str, dict]], title: str) -> Table:
-    """The results table from a run's ``summary.json`` (shots → method → result dict)."""
-    shots = sorted(summary, key=int)
-    table = Table(title=title)
-    table.add_column("method")
-    for k in shots:
-        table.add_column(
-            f"5-way {k}-shot" if not summary[k] else f"{next(iter(summary[k].values()))['n_way']}-way {k}-shot",
-            justify="right",
-        )
-    table.add_column("episodes", justify="right")
-    table.add_column("class names", justify="center")
-    for name in dict.fromkeys(n for k in shots for n in summary[k]):
-        cells = [
-            f"{summary[k][name]['accuracy']:.2f} ± {summary[k][name]['ci95']:.2f}" if name in summary[k] else "–"
-            for k in shots
-        ]
-        any_result = next(summary[k][name] for k in shots if name in summary[k])
-        table.add_row(name, *cells, f"{any_result['n_episodes']:,}", "yes" if any_result["uses_class_names"] else "no")
-    return table
-
-
 def run_main_job(
-    config: Any, run_dir: Path, *, with_trx: bool = True, with_store: bool = True, force: bool = False
-) -> dict[str, dict]:
-    """Train, evaluate, compare and build the store; returns shots → method → result dict.
-
-    A run folder that already holds ``summary.json`` for the same config prints it again instead of
-    re-evaluating (``force`` re-evaluates; the data, feature cache and checkpoints are reused either way).
-    """
-    from fsar_train import load_sources, prepare_run_dir, results_table, run_experiment
+    config: Any, run_dir: Path, *, with_store: bool = True, force: bool = False, progress: bool = True
+) -> Any:
+    """The experiment (``fsar_train.run_experiment``), its table, and the prototype store of the
+    meta-test actions when the method is the FSAR-LLaVA head on MLLM features."""
+    from fsar_train import results_table, run_experiment
 
     _check_data(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    result = run_experiment(config, run_dir, progress=progress, force=force)
     title = f"{config.name}: {config.data.benchmark}, test split, mean ± 95% CI (%)"
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists() and not force:
-        prepare_run_dir(run_dir, config)  # refuses a folder made with another config
-        summary = json.loads(summary_path.read_text())
-        console.print(summary_table(summary, title))
+    console.print(results_table(result.results, title=title))
+    if result.reused:
         console.print(f"results of the earlier run in {run_dir} (same config); --force re-evaluates")
-        return summary
-    sources, _ = load_sources(config, run_dir)
-    result = run_experiment(config, run_dir, sources=sources)
-    merged = {k: dict(v) for k, v in result.results.items()}
-    if with_trx and config.metric.name != "trx":
-        trx = run_experiment(_trx_config(config), run_dir / "trx", sources=sources)
-        for k, by_method in trx.results.items():
-            merged.setdefault(k, {}).update(by_method)
-    ablations = _head_ablations(config, run_dir, sources)
-    for k, by_method in ablations.items():
-        merged.setdefault(k, {}).update(by_method)
-    if ablations:  # per-episode accuracies, for paired comparisons (`fsar compare`)
-        from fsar_train._io import atomic_write_json
+        return result
+    if with_store and config.metric.name == "fsar_llava" and config.features.source == "mllm":
+        from fsar_apps.store import build_store_from_run
 
-        atomic_write_json(
-            run_dir / "head_ablations" / "episode_accuracies.json",
-            {str(k): {n: list(r.episode_accuracies) for n, r in m.items()} for k, m in ablations.items()},
-            indent=None,
-        )
-    console.print(results_table(merged, title=title))
-    summary = {str(k): {n: r.to_dict() for n, r in m.items()} for k, m in merged.items()}
-    summary_path.write_text(json.dumps(summary, indent=2))
-    if with_store and config.metric.name == "fsar_llava":
-        from fsar_apps._store_cli import build_store_from_run
-
-        store = build_store_from_run(run_dir, config=config, sources=sources)
+        store = build_store_from_run(run_dir)
         console.print(f"prototype store: {len(store)} meta-test actions in {store.uri} (`fsar store list`)")
-    console.print(f"run folder: {run_dir} (results.json, summary.json, plots, checkpoints)")
-    return summary
+    console.print(f"run folder: {run_dir} (results.json, plots, checkpoints)")
+    return result
+
+
+_GLOBAL_OPTIONS = ("preset", "benchmark", "data_root", "split_dir", "model", "backend", "device")
 
 
 @app.callback()
 def _default(
     ctx: typer.Context,
-    preset: PresetOpt = DEFAULT_PRESET,
+    preset: PresetOpt = None,
     run_dir: RunDirOpt = DEFAULT_RUN,
     benchmark: BenchmarkOpt = None,
     data_root: DataRootOpt = None,
     split_dir: SplitDirOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run the main job when no command is given."""
+    """Run the main job when no command is given (the options apply to every command)."""
+    options = {
+        "preset": preset,
+        "benchmark": benchmark,
+        "data_root": data_root,
+        "split_dir": split_dir,
+        "model": model,
+        "backend": backend,
+        "device": device,
+    }
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {
-            "preset": preset,
-            "run_dir": run_dir,
-            "benchmark": benchmark,
-            "data_root": data_root,
-            "split_dir": split_dir,
-            "model": model,
-            "device": device,
-            "set": set_,
-        }
+        ctx.obj = {**options, "run_dir": run_dir, "set": set_}
         return
-    config = build_config(
-        preset,
-        benchmark=benchmark,
-        data_root=data_root,
-        split_dir=split_dir,
-        model=model,
-        device=device,
-        overrides=set_,
-    )
-    run_main_job(config, run_dir)
+    run_main_job(build_config(**options, overrides=set_), run_dir)
 
 
 def _config_from(ctx: typer.Context, **local: Any) -> tuple[Any, Path]:
     opts = dict(ctx.obj or {})
     extra = local.pop("set", None)
     opts.update({k: v for k, v in local.items() if v is not None})
-    opts["set"] = [*(opts.get("set") or []), *(extra or [])]
-    config = build_config(
-        opts.get("preset", DEFAULT_PRESET),
-        benchmark=opts.get("benchmark"),
-        data_root=opts.get("data_root"),
-        split_dir=opts.get("split_dir"),
-        model=opts.get("model"),
-        device=opts.get("device"),
-        overrides=opts.get("set"),
-    )
+    overrides = [*(opts.get("set") or []), *(extra or [])]
+    config = build_config(**{k: opts.get(k) for k in _GLOBAL_OPTIONS}, overrides=overrides)
     return config, Path(opts.get("run_dir", DEFAULT_RUN))
 
 
@@ -301,13 +177,14 @@ def run(
     preset: SubPresetOpt = None,
     run_dir: SubRunDirOpt = None,
     set_: SetOpt = None,
-    trx: Annotated[bool, typer.Option(help="also train and evaluate the trx baseline")] = True,
+    trx: Annotated[bool, typer.Option(help="also train and evaluate the trx baseline (eval.trained_baselines)")] = True,
     store: Annotated[bool, typer.Option(help="build the prototype store of the meta-test actions")] = True,
     force: Annotated[bool, typer.Option("--force", help="re-evaluate even if the run folder has results")] = False,
 ) -> None:
     """The whole job: data, features, training, evaluation, table, store."""
-    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
-    run_main_job(config, folder, with_trx=trx, with_store=store, force=force)
+    extra = [*(set_ or []), *([] if trx else ["eval.trained_baselines=[]"])]
+    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=extra)
+    run_main_job(config, folder, with_store=store, force=force)
 
 
 @app.command()
@@ -355,7 +232,7 @@ def train(ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirOpt
     prepare_run_dir(folder, config)
     sources, _ = load_sources(config, folder)
     result = train_metric(config, sources["train"], sources["val"], folder)
-    console.print(f"best meta-val accuracy {100 * result.best_accuracy:.2f}% at step {result.best_step}; {folder}")
+    console.print(f"best meta-val accuracy {result.best_accuracy:.2f}% at step {result.best_step}; {folder}")
 
 
 @app.command()
@@ -461,13 +338,8 @@ def prompts(
 
 
 # ----------------------------------------------------------------------------- entry point
-def _register_store_commands() -> None:
-    import fsar_apps._store_cli  # noqa: F401  (defines the `store` subcommands)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; errors a user can fix print one sentence and return a non-zero status."""
-    _register_store_commands()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         # Standalone mode: click prints usage errors itself and exits 2; our errors come out here.

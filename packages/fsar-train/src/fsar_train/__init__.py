@@ -33,18 +33,38 @@ from fsar_train._config import (
     SyntheticConfig,
     TrainConfig,
     apply_overrides,
+    build_config,
     config_from_dict,
     config_to_dict,
     config_to_toml,
+    list_benchmarks,
     list_presets,
+    load_benchmark,
     load_config,
     load_preset,
 )
 from fsar_train._datasets import load_splits
 from fsar_train._episodes import EpisodeIndices, EpisodeList, EpisodeSampler, video_list_hash
 from fsar_train._evaluate import MethodResult, evaluate_methods, mean_ci, results_table, run_episodes, uses_class_names
+from fsar_train._experiment import (
+    ExperimentResult,
+    baseline_config,
+    evaluate_run,
+    load_sources,
+    read_results,
+    run_experiment,
+)
 from fsar_train._features import FeatureSource, TensorFeatures, TextRole, build_episode, class_anchors
-from fsar_train._mllm import CachedFeatures, builtin_model, list_builtin_models, mllm_cache_dir
+from fsar_train._layout import RunLayout
+from fsar_train._mllm import (
+    CachedFeatures,
+    backend_kwargs,
+    builtin_model,
+    extraction_config,
+    list_builtin_models,
+    mllm_cache_dir,
+    resolve_backend,
+)
 from fsar_train._pixels import decode_frames, pixel_features, segment_centres
 from fsar_train._plots import plot_accuracy_vs_shots, plot_confusion, plot_training_curves
 from fsar_train._pretrain import (
@@ -54,19 +74,24 @@ from fsar_train._pretrain import (
     pretrain_video_llava,
     read_pretrain_rows,
 )
-from fsar_train._run import ExperimentResult, evaluate_run, load_sources, run_experiment
 from fsar_train._sources import create_feature_source, list_feature_sources, register_feature_source
 from fsar_train._splits import (
     DatasetSplit,
     MissingReport,
     MissingVideosError,
     SplitEntry,
+    SplitFiles,
+    SplitFilesNotFoundError,
     VideoRecord,
+    find_split_files,
+    list_shipped_benchmarks,
     match_videos,
+    normalize_class_name,
     read_class_names,
     read_csv_split,
     read_folder_split,
     read_split_file,
+    shipped_class_names,
 )
 from fsar_train._synthetic import (
     SyntheticClass,
@@ -108,7 +133,10 @@ __all__ = [
     "MissingVideosError",
     "PretrainConfig",
     "PretrainResult",
+    "RunLayout",
     "SplitEntry",
+    "SplitFiles",
+    "SplitFilesNotFoundError",
     "SyntheticClass",
     "SyntheticConfig",
     "SyntheticVideo",
@@ -118,6 +146,9 @@ __all__ = [
     "TrainResult",
     "VideoRecord",
     "apply_overrides",
+    "backend_kwargs",
+    "baseline_config",
+    "build_config",
     "build_episode",
     "build_metric",
     "builtin_model",
@@ -130,12 +161,17 @@ __all__ = [
     "evaluate_methods",
     "evaluate_pretrained",
     "evaluate_run",
+    "extraction_config",
     "feature_dim",
+    "find_split_files",
     "generate_synthetic_actions",
+    "list_benchmarks",
     "list_builtin_models",
     "list_feature_sources",
     "list_presets",
     "list_pretrain_tasks",
+    "list_shipped_benchmarks",
+    "load_benchmark",
     "load_checkpoint_weights",
     "load_config",
     "load_preset",
@@ -145,6 +181,7 @@ __all__ = [
     "match_videos",
     "mean_ci",
     "mllm_cache_dir",
+    "normalize_class_name",
     "pixel_features",
     "plot_accuracy_vs_shots",
     "plot_confusion",
@@ -155,14 +192,17 @@ __all__ = [
     "read_csv_split",
     "read_folder_split",
     "read_pretrain_rows",
+    "read_results",
     "read_split_file",
     "register_feature_source",
     "render_video",
+    "resolve_backend",
     "resolve_device",
     "results_table",
     "run_episodes",
     "run_experiment",
     "segment_centres",
+    "shipped_class_names",
     "synthetic_classes",
     "synthetic_videos",
     "train",

@@ -1,8 +1,12 @@
 """Experiment configuration: frozen dataclasses, TOML presets, strict dotted overrides.
 
-One ``ExperimentConfig`` composes a config per component. Named presets are TOML files in
-``fsar_train/presets/`` (one per benchmark, one for synthetic-actions), found by scanning the
-folder; a preset only lists what differs from the defaults. Overrides such as ``train.lr=3e-4``
+One ``ExperimentConfig`` composes a config per component, and an experiment is **data × method ×
+features**: a benchmark file (``fsar_train/benchmarks/<name>.toml``: split lists, class names,
+expected counts; the prompt scenario follows the benchmark's name) gives the ``data`` (and
+``synthetic``) tables; a preset (``fsar_train/presets/<name>.toml``: the method, its training and
+evaluation) gives the rest, and names its benchmark as ``data.benchmark``; the model (``--model``)
+picks the features. ``build_config`` composes the three the way both command lines do. Files are
+found by scanning their folders; a file only lists what differs from the defaults. Overrides such as ``train.lr=3e-4``
 are parsed as TOML values and must name an existing key and keep its type (an int may stand for a
 float). The resolved config is written as ``config.toml`` into every run folder.
 """
@@ -31,10 +35,13 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "apply_overrides",
+    "build_config",
     "config_from_dict",
     "config_to_dict",
     "config_to_toml",
+    "list_benchmarks",
     "list_presets",
+    "load_benchmark",
     "load_config",
     "load_preset",
 ]
@@ -88,14 +95,16 @@ class FeatureConfig:
 
     # "mllm": a frozen MLLM's features through the fsar-features cache (extracted on first use);
     # "pixels": downsampled RGB frames decoded with PyAV (a model-free stand-in).
-    source: str = "pixels"
+    source: str = "mllm"
     n_frames: int = 8  # T: frames sampled per video (segment centres, deterministic)
     grid: int = 16  # pixels source: frames are area-resized to grid x grid (D = 3 * grid^2)
     subtract_mean: bool = True  # pixels source: subtract the video's mean frame (a static background cancels)
     cache_dir: str = ""  # where features are cached; default <data.root>/features (mllm: <data.root>/mllm-<backend>)
-    # mllm source: a registered fsar-features backend, and the model (hub id or local folder) for real ones.
-    backend: str = "tiny-video-llava"
-    model: str = ""
+    # mllm source: the model (a checkpoint folder, a hub id in the local Hugging Face cache, or
+    # builtin:<name> for a model shipped with fsar-train) and its fsar-features backend: "auto" reads
+    # the checkpoint's config.json (model_type) and never guesses from the name; or a registered name.
+    backend: str = "auto"
+    model: str = "LanguageBind/Video-LLaVA-7B-hf"
     layers: int = -1  # decoder hidden-state index (0 = embeddings, -1 = last)
     batch_size: int = 8  # videos per MLLM forward
     scenario: str = ""  # fsar-prompts scenario; empty = the benchmark's preset (temporal for synthetic-actions)
@@ -120,8 +129,9 @@ class EpisodeConfig:
 class MetricConfig:
     """The metric to train: a registered fsar-metric name and its constructor arguments."""
 
-    name: str = "trx"
-    # Constructor keyword arguments; `dim` / `in_dim` default to the feature width when the metric takes them.
+    name: str = "fsar_llava"
+    # Constructor keyword arguments. Widths left out follow the feature width D_in (fsar_train.default_sizes):
+    # fsar_llava in_dim = D_in, dim = min(D_in, 1024); trx dim = D_in, key_dim = min(D_in, 1152).
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -156,6 +166,12 @@ class EvalConfig:
     seed: int = 0
     shots: tuple[int, ...] = (1, 5)  # accuracy-vs-shots curve; the trained K is always evaluated
     baselines: tuple[str, ...] = ("proto", "otam", "bimhm")  # parameter-free metrics on the same episodes
+    # Metrics trained like the method (same features, steps and schedule; widths from the feature width),
+    # each in <run>/baselines/<name>/, then evaluated on the same episodes.
+    trained_baselines: tuple[str, ...] = ("trx",)
+    # Test-time ablations of a trained fsar_llava head (fsar_metric.list_ablations()): the same weights with
+    # one component switched, evaluated on the same episodes (no retraining).
+    head_ablations: tuple[str, ...] = ("visual_only", "text_only", "with_cross")
     checkpoint: Literal["best", "last"] = "best"
     confusion_plot_max_classes: int = 40
 
@@ -337,21 +353,58 @@ def config_to_toml(config: ExperimentConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------- presets, overrides
-def _preset_files() -> dict[str, Any]:
-    folder = resources.files("fsar_train") / "presets"
-    return {p.name.removesuffix(".toml"): p for p in folder.iterdir() if p.name.endswith(".toml")}
+# ----------------------------------------------------------------------------- benchmarks, presets
+def _toml_files(folder: str) -> dict[str, Any]:
+    root = resources.files("fsar_train") / folder
+    return {p.name.removesuffix(".toml"): p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def list_benchmarks() -> list[str]:
+    """Names of the benchmark files shipped in ``fsar_train/benchmarks/`` (the data of an experiment), sorted.
+
+    Example:
+        >>> list_benchmarks()
+        ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic-actions', 'ucf101']
+    """
+    return sorted(_toml_files("benchmarks"))
+
+
+def _benchmark_tables(name: str) -> dict[str, Any]:
+    files = _toml_files("benchmarks")
+    if name not in files:
+        raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(sorted(files))}")
+    return tomllib.loads(files[name].read_text(encoding="utf-8"))
+
+
+def load_benchmark(name: str, base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """``base`` (default: the defaults) with the ``data`` (and ``synthetic``) tables of a benchmark file.
+
+    The data section is replaced whole, so nothing of another benchmark's data survives.
+
+    Raises:
+        ValueError: unknown benchmark (the message lists them).
+
+    Example:
+        >>> load_benchmark("kinetics100").data.key
+        'youtube_id'
+    """
+    tables = _benchmark_tables(name)
+    base = base if base is not None else ExperimentConfig()
+    base = dataclasses.replace(base, data=DataConfig(), synthetic=SyntheticConfig())
+    try:
+        return config_from_dict(tables, base)
+    except ValueError as err:
+        raise ValueError(f"benchmark {name!r}: {err}") from None
 
 
 def list_presets() -> list[str]:
     """Names of the shipped presets (TOML files in ``fsar_train/presets/``), sorted.
 
     Example:
-        >>> list_presets()  # doctest: +NORMALIZE_WHITESPACE
-        ['hmdb51', 'kinetics100', 'ssv2-full', 'ssv2-small', 'synthetic-actions', 'synthetic-actions-llava',
-         'synthetic-actions-llava-random', 'ucf101']
+        >>> list_presets()
+        ['fsar-llava', 'synthetic-actions', 'synthetic-actions-llava', 'synthetic-actions-llava-random']
     """
-    return sorted(_preset_files())
+    return sorted(_toml_files("presets"))
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -368,23 +421,93 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def load_preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """A shipped preset with dotted overrides applied.
 
+    A preset that names ``data.benchmark`` starts from that benchmark file's data; the preset's own
+    ``data`` keys then apply on top.
+
     Raises:
         ValueError: unknown preset (the message lists them), or a bad override.
 
     Example:
         >>> cfg = load_preset("synthetic-actions", ["train.lr=3e-4", "episodes.n_shot=5"])
-        >>> cfg.train.lr, cfg.episodes.n_shot
-        (0.0003, 5)
+        >>> cfg.train.lr, cfg.episodes.n_shot, cfg.data.expected_classes
+        (0.0003, 5, (29, 5, 10))
     """
-    files = _preset_files()
+    files = _toml_files("presets")
     if name not in files:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(sorted(files))}")
     data = tomllib.loads(files[name].read_text(encoding="utf-8"))
     try:
-        config = config_from_dict(data)
+        benchmark = data.get("data", {}).get("benchmark")
+        base = load_benchmark(benchmark) if benchmark in list_benchmarks() else None
+        config = config_from_dict(data, base)
     except ValueError as err:
         raise ValueError(f"preset {name!r}: {err}") from None
     return apply_overrides(config, overrides)
+
+
+#: The preset of ``build_config`` when none is named: the embedded default without a benchmark (or with
+#: synthetic-actions), the FSAR-LLaVA method for any other benchmark.
+DEFAULT_PRESET = "synthetic-actions-llava"
+METHOD_PRESET = "fsar-llava"
+
+
+def build_config(
+    preset: str | None = None,
+    *,
+    benchmark: str | None = None,
+    data_root: str | Path | None = None,
+    split_dir: str | Path | None = None,
+    model: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> ExperimentConfig:
+    """The experiment of a command line: data × method × features, then ``section.key=value`` overrides.
+
+    Args:
+        preset: the method preset; default ``synthetic-actions-llava`` without a benchmark (or with
+            ``synthetic-actions``), else ``fsar-llava``.
+        benchmark: the data (``list_benchmarks()``): split lists, class names, expected counts, prompt scenario.
+        data_root: where the videos are.
+        split_dir: a folder with the public split lists, in TRX's (``trainlist03.txt`` …) or CLIP-FSAR's
+            (``train_few_shot.txt`` …) layout, detected from the files present.
+        model: the MLLM (checkpoint folder or hub id); the features become its ``mllm`` features.
+        backend: an fsar-features backend name; default ``auto``: from the checkpoint's config.json.
+        device: the device of every stage (extraction, training, evaluation): ``auto``, ``cpu``, ``cuda:1`` …
+        overrides: dotted overrides, applied last.
+
+    Raises:
+        ValueError: an unknown preset or benchmark, a split folder without the lists, a bad override.
+
+    Example:
+        >>> cfg = build_config(benchmark="hmdb51", model="/ckpt/Video-LLaVA-7B-hf")
+        >>> cfg.metric.name, cfg.features.model, cfg.features.backend, cfg.data.benchmark
+        ('fsar_llava', '/ckpt/Video-LLaVA-7B-hf', 'auto', 'hmdb51')
+    """
+    if benchmark is not None and benchmark not in list_benchmarks():
+        raise ValueError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")
+    if preset is None:
+        preset = DEFAULT_PRESET if benchmark in (None, "synthetic-actions") else METHOD_PRESET
+    config = load_preset(preset)
+    if benchmark is not None and benchmark != config.data.benchmark:
+        config = dataclasses.replace(load_benchmark(benchmark, config), name=f"{benchmark}-{config.name}")
+    changes: list[str] = []
+    if data_root is not None:
+        changes.append(f"data.root={json.dumps(str(data_root))}")
+    if split_dir is not None:
+        from fsar_train._splits import find_split_files
+
+        files = find_split_files(split_dir, config.data.benchmark)
+        changes += ["data.format='split_files'"]
+        changes += [f"data.{s}_list={json.dumps(str(getattr(files, s)))}" for s in ("train", "val", "test")]
+    if model is not None:
+        changes += ["features.source='mllm'", f"features.model={json.dumps(model)}"]
+        changes.append(f"features.backend={json.dumps(backend or 'auto')}")
+    elif backend is not None:
+        changes.append(f"features.backend={json.dumps(backend)}")
+    if device is not None:
+        changes.append(f"train.device={json.dumps(device)}")
+    return apply_overrides(config, [*changes, *overrides])
 
 
 def _parse_value(text: str) -> Any:

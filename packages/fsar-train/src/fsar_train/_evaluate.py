@@ -43,9 +43,11 @@ def mean_ci(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
 
 
 def uses_class_names(metric: nn.Module, source: FeatureSource) -> bool:
-    """True when ``metric`` reads support text and the source has label-aware (``support``) text:
-    privileged text compared with vision-only methods (METHOD.md §4.2)."""
-    return bool(getattr(metric, "uses_text", False)) and "support" in source.text_roles
+    """True when ``metric`` reads support text and the source's support text is label-aware (made with
+    the class name): privileged text compared with vision-only methods. A source serving the label-free
+    prompt under the ``support`` role (``label_aware_support`` False) does not count."""
+    label_aware = bool(getattr(source, "label_aware_support", True))
+    return bool(getattr(metric, "uses_text", False)) and "support" in source.text_roles and label_aware
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,12 @@ class MethodResult:
         if with_episodes:
             out["episode_accuracies"] = list(self.episode_accuracies)
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MethodResult:
+        """Inverse of ``to_dict`` (per-episode accuracies when present)."""
+        fields = {k: v for k, v in data.items() if k != "episode_accuracies"}
+        return cls(**fields, episode_accuracies=tuple(data.get("episode_accuracies", ())))
 
 
 def _encode_pool(metric: nn.Module, source: FeatureSource, device: torch.device | str) -> object:

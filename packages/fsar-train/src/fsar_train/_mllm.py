@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from fsar_features import ExtractionConfig, FeatureCache, VideoItem, extract_features
+from fsar_features import ExtractionConfig, FeatureCache, VideoItem, backend_for_model, extract_features
 from fsar_prompts import list_benchmarks, scenario_for
 from fsar_train._config import ExperimentConfig
 from fsar_train._features import TextRole
@@ -30,6 +30,7 @@ __all__ = [
     "extraction_config",
     "list_builtin_models",
     "mllm_cache_dir",
+    "resolve_backend",
 ]
 
 #: Models shipped as package data (``fsar_train/models/<name>``), named in configs as ``builtin:<name>``.
@@ -91,6 +92,11 @@ class CachedFeatures:
     def text_roles(self) -> frozenset[str]:
         return self._roles
 
+    @property
+    def label_aware_support(self) -> bool:
+        """True when the ``support`` text was made with the class name in the prompt."""
+        return self._support_role == "support"
+
     def visual(self, positions: Sequence[int]) -> Tensor:
         """``[B, T, D]`` visual features (cache dtype)."""
         return self._cache.visual([self._ids[p] for p in positions])
@@ -103,6 +109,27 @@ class CachedFeatures:
         return self._cache.text([self._ids[p] for p in positions], role=cached)
 
 
+def _model_folder(model: str) -> str:
+    """A ``builtin:<name>`` model's shipped folder; any other model as given."""
+    return str(builtin_model(model)[0]) if model.startswith(BUILTIN_PREFIX) else model
+
+
+def resolve_backend(config: ExperimentConfig) -> str:
+    """The fsar-features backend of a run: ``features.backend``, or for ``auto`` the one that the
+    checkpoint's own ``config.json`` names (its ``model_type``), never a guess from the model's name.
+
+    Raises:
+        FileNotFoundError: ``auto`` and the checkpoint (or its config.json) is not on this machine.
+        ValueError: ``auto`` and the checkpoint's model type has no backend (the message lists them).
+    """
+    feats = config.features
+    if feats.backend != "auto":
+        return feats.backend
+    if not feats.model:
+        raise ValueError("features.backend is 'auto' but features.model is empty: name a checkpoint (--model)")
+    return backend_for_model(_model_folder(feats.model))
+
+
 def mllm_cache_dir(config: ExperimentConfig) -> Path:
     """Where a run's MLLM features live: ``features.cache_dir``, or under ``data.root`` a folder named
     after the model: ``mllm-<backend>[-<model folder>|-<builtin name>-<weights hash>][-random<seed>]``,
@@ -110,7 +137,7 @@ def mllm_cache_dir(config: ExperimentConfig) -> Path:
     feats = config.features
     if feats.cache_dir:
         return Path(feats.cache_dir)
-    name = f"mllm-{feats.backend}"
+    name = f"mllm-{resolve_backend(config)}"
     if feats.model.startswith(BUILTIN_PREFIX):  # shipped weights can be re-made: their hash names the folder
         name += "-" + builtin_model(feats.model)[1].removeprefix(BUILTIN_PREFIX).replace("@", "-")
     elif feats.model:
@@ -153,6 +180,8 @@ def builtin_model(name: str) -> tuple[Path, str]:
         ValueError: unknown name; the message lists the shipped ones.
     """
     name = name.removeprefix(BUILTIN_PREFIX)
+    if name not in list_builtin_models():  # a name, never a path: "builtin:../../x" must not leave the package
+        raise ValueError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
     folder = _MODELS / name
     weights = folder / "model.safetensors"
     if not weights.is_file():
@@ -163,9 +192,12 @@ def builtin_model(name: str) -> tuple[Path, str]:
 
 def backend_kwargs(config: ExperimentConfig) -> dict[str, str | int]:
     """``create_backend`` arguments of a run: the model id or folder for real backends (``builtin:<name>``
-    resolves to the shipped folder), and the random-init seed of the random-weight ablation."""
+    resolves to the shipped folder), the random-init seed of the random-weight ablation, and the run's
+    device (``train.device`` applies to every stage; ``auto`` leaves the backend's own choice)."""
     feats = config.features
     kwargs: dict[str, str | int] = {}
+    if config.train.device != "auto":
+        kwargs["device"] = config.train.device
     if feats.model.startswith(BUILTIN_PREFIX):
         folder, model_id = builtin_model(feats.model)
         kwargs |= {"model": str(folder), "model_id": model_id}
@@ -187,11 +219,17 @@ def _mllm_source(split: DatasetSplit, config: ExperimentConfig) -> CachedFeature
     summary = extract_features(
         items,
         cache_dir,
-        backend=feats.backend,
+        backend=resolve_backend(config),
         config=extraction_config(config),
         backend_kwargs=backend_kwargs(config),
         progress=feats.progress,
     )
+    if summary.n_refreshed:
+        logger.warning(
+            "%s: %d cached videos had features made for another label or prompt and were extracted again",
+            split.name,
+            summary.n_refreshed,
+        )
     failed = {f.video_id for f in summary.failures}
     if failed:
         logger.warning(

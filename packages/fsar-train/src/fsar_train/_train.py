@@ -7,13 +7,16 @@ step, history) from which a killed run resumes to the same weights and metrics.
 
 Reproducibility. Training episode ``s·B + j`` is the ``j``-th episode of step ``s`` and a pure
 function of ``(train.seed, s·B + j)``; dropout draws from the global torch generator, which is reseeded
-at every step from ``(train.seed, step, rank)``. The saved RNG states are restored too, but the
-per-step reseed is what makes a resumed run, data-parallel ones included, replay the same steps.
+before every episode from ``(train.seed, s, j)``. The saved RNG states are restored too, but the
+per-episode reseed is what makes a resumed run replay the same steps, and what makes any number of
+data-parallel ranks draw the same dropout masks as one process for the same global batch.
 
 Data parallel. Launched with torchrun (``WORLD_SIZE > 1``), each rank takes the episodes ``j ≡ rank
 (mod world)`` of every step, the loss module is wrapped in ``DistributedDataParallel`` (gradients are
-all-reduced at the step's last backward), rank 0 validates and writes checkpoints. B must be a
-multiple of the world size.
+all-reduced at the step's last backward), rank 0 validates and writes checkpoints and sends its
+validation results to the other ranks. B must be a multiple of the world size. Each rank divides its
+loss by its own episode count B / world and DDP averages over the ranks, so the gradient is the mean
+over the B episodes, as in one process (``tests/e2e/test_torchrun.py`` runs both on CPU with gloo).
 """
 
 from __future__ import annotations
@@ -70,29 +73,41 @@ def feature_dim(source: FeatureSource) -> int:
     return int(source.visual([0]).shape[-1])
 
 
-def build_metric(config: ExperimentConfig, dim: int) -> nn.Module:
-    """``create_metric(config.metric.name, **options)``; ``in_dim`` (or else ``dim``) defaults to the feature width.
+#: Widths that follow the feature width D_in when a config leaves them out: the FSAR-LLaVA head at
+#: D = min(D_in, 1024) (1024 for the 7B models' 4096, as CLIP-FSAR-scale heads; the full width of a
+#: tiny model), trx with its key/value width at min(D_in, 1152) (TRX's 1152 for wide features).
+DEFAULT_SIZES: dict[str, Callable[[int], dict[str, int]]] = {
+    "fsar_llava": lambda d_in: {"in_dim": d_in, "dim": min(d_in, 1024)},
+    "trx": lambda d_in: {"dim": d_in, "key_dim": min(d_in, 1152)},
+}
 
-    ``in_dim`` is filled when the constructor names it or takes ``**fields`` (the FSAR-LLaVA head),
-    ``dim`` when it names only that (``trx``).
+
+def build_metric(config: ExperimentConfig, dim: int) -> nn.Module:
+    """``create_metric(config.metric.name, **options)`` with widths that suit the feature width ``dim``.
+
+    Widths the options leave out come from ``DEFAULT_SIZES``; for other metrics ``in_dim`` (or else
+    ``dim``) defaults to the feature width: ``in_dim`` when the constructor names it or takes
+    ``**fields`` of a config that has it, ``dim`` when it names only that.
 
     Raises:
         ValueError: unknown metric, or an option its constructor does not take (the message lists them).
     """
-    name, options = config.metric.name, dict(config.metric.options)
+    name = config.metric.name
+    sizes = DEFAULT_SIZES.get(name)
+    options = {**(sizes(dim) if sizes is not None else {}), **config.metric.options}
     parameters = inspect.signature(get_metric_class(name).__init__).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     accepted = [p for p in parameters if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(options) - set(accepted))
+    unknown = sorted(set(config.metric.options) - set(accepted))
     if unknown and not takes_kwargs:
         raise ValueError(f"metric {name!r} takes no option(s) {unknown}; it takes: {', '.join(accepted)}")
-    # The feature width goes to `in_dim` (a head's input width, D_in) when the metric takes one,
-    # named or as a field of its config dataclass passed through **fields (fsar_llava); otherwise to
-    # a named `dim` (trx). A config's `dim` is a head width, never the input width.
-    if "in_dim" in parameters or (takes_kwargs and "in_dim" in _config_fields(get_metric_class(name))):
-        options.setdefault("in_dim", dim)
-    elif "dim" in parameters:
-        options.setdefault("dim", dim)
+    if sizes is None:
+        # A config's `dim` is a head width, never the input width: the feature width goes to `in_dim`
+        # when the metric takes one (named, or as a field of its config dataclass), else to `dim`.
+        if "in_dim" in parameters or (takes_kwargs and "in_dim" in _config_fields(get_metric_class(name))):
+            options.setdefault("in_dim", dim)
+        elif "dim" in parameters:
+            options.setdefault("dim", dim)
     return create_metric(name, **options)
 
 
@@ -204,6 +219,15 @@ def _distributed() -> tuple[int, int, int]:
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _from_rank0(world: int, *values: Any) -> tuple[Any, ...]:
+    """``values`` as rank 0 holds them, on every rank (a collective: every rank must call it)."""
+    if world == 1:
+        return values
+    shared = list(values)
+    torch.distributed.broadcast_object_list(shared, src=0)
+    return tuple(shared)
+
+
 def train(
     config: ExperimentConfig,
     train_source: FeatureSource,
@@ -242,13 +266,15 @@ def train(
     tc = config.train
     run_dir = prepare_run_dir(run_dir, config)
     world, rank, local_rank = _distributed()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if tc.episodes_per_step % world:
         raise ValueError(f"train.episodes_per_step = {tc.episodes_per_step} must be a multiple of WORLD_SIZE = {world}")
     device = resolve_device(tc.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        # The backend follows the training device, not CUDA's presence: train.device=cpu on a GPU
+        # machine all-reduces CPU tensors, which NCCL cannot.
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     fork_devices = [device] if device.type == "cuda" else []
     # The caller's global RNG state is left as it was: everything random here happens inside the fork.
     with torch.random.fork_rng(devices=fork_devices):
@@ -297,7 +323,7 @@ def _train_loop(
     params = [p for p in metric.parameters() if p.requires_grad]
     if not params:
         logger.info("metric %r has no trainable parameters: nothing to train, validating once", config.metric.name)
-        accuracy, ci = validate() if is_main else (0.0, 0.0)
+        accuracy, ci = _from_rank0(world, *(validate() if is_main else (0.0, 0.0)))
         payload = {"format": CHECKPOINT_FORMAT, "step": 0, "model": metric.state_dict(), "best_accuracy": accuracy}
         if is_main:
             _save(run_dir / "best.pt", payload)
@@ -368,10 +394,12 @@ def _train_loop(
     with make_progress(progress and is_main) as bar:
         task = bar.add_task(f"train {config.metric.name}", total=tc.steps, completed=step, info="")
         while step < tc.steps and (stop_after is None or step < stop_after):
-            torch.manual_seed(_seed_for(tc.seed, step, rank))
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for n, j in enumerate(local):
+                # Seeded by the global episode index, not the rank: one process and any number of
+                # ranks draw the same dropout masks for the same global batch.
+                torch.manual_seed(_seed_for(tc.seed, step, j))
                 episode = build_episode(
                     train_source,
                     sampler.episode(step * tc.episodes_per_step + j),
@@ -417,8 +445,8 @@ def _train_loop(
                             {"format": CHECKPOINT_FORMAT, "step": step, "model": metric.state_dict(),
                              "best_accuracy": accuracy},
                         )  # fmt: skip
-                if world > 1:
-                    torch.distributed.barrier()
+                # Every rank returns rank 0's validation results (and waits for its best.pt).
+                val_history, best_step, best_accuracy = _from_rank0(world, val_history, best_step, best_accuracy)
             if val_history:
                 info += f"  val {val_history[-1]['accuracy']:.1f}% (best {best_accuracy:.1f}% @ {best_step})"
             if step % tc.log_every == 0:

@@ -5,12 +5,17 @@
     fsar-train presets                                   # list the shipped presets
     fsar-train config --preset ucf101 -o episodes.n_shot=5          # print the resolved config
     fsar-train synth --root data/synthetic-actions      # generate synthetic-actions (idempotent)
-    fsar-train run --preset synthetic-actions --run-dir runs/synth -o train.lr=3e-4
+    fsar-train run --run-dir runs/default                # the default experiment (synthetic-actions-llava)
+    fsar-train run --benchmark hmdb51 --data-root /data/hmdb51 --split-dir /data/splits/hmdb_ARN \
+        --model /ckpt/Video-LLaVA-7B-hf --run-dir runs/hmdb      # FSAR-LLaVA on a public benchmark
     fsar-train evaluate --run-dir runs/synth -o eval.episodes=2000  # re-evaluate a run
     fsar-train pretrain --preset synthetic-actions-llava --out models/tiny  # pretrain a tiny Video-LLaVA
 
-``run`` trains (resuming from the run folder's checkpoint), then evaluates the best meta-val
-checkpoint and the parameter-free baselines on the same fixed test episodes and prints the table.
+``run`` is the experiment runner (``fsar_train.run_experiment``), the same one ``uv run apps/train``
+calls: it trains the method and its trained baselines (resuming from the run folder's checkpoints),
+evaluates them, the method's ablations and the parameter-free baselines on the same saved test
+episodes, writes ``results.json`` and the plots, and prints the table. (The prototype store is
+built by ``uv run apps/train``, which has the store.)
 """
 
 from __future__ import annotations
@@ -31,14 +36,14 @@ from rich.logging import RichHandler
 from fsar_train._config import (
     ExperimentConfig,
     apply_overrides,
+    build_config,
     config_to_toml,
     list_presets,
     load_config,
-    load_preset,
 )
 from fsar_train._evaluate import results_table
+from fsar_train._experiment import evaluate_run, run_experiment
 from fsar_train._pretrain import pretrain_table, pretrain_video_llava
-from fsar_train._run import evaluate_run, run_experiment
 from fsar_train._synthetic import generate_synthetic_actions
 
 __all__ = ["main"]
@@ -47,7 +52,16 @@ __all__ = ["main"]
 def _config(args: argparse.Namespace) -> ExperimentConfig:
     if getattr(args, "config", None):
         return apply_overrides(load_config(args.config), args.override)
-    return load_preset(args.preset, args.override)
+    return build_config(
+        args.preset,
+        benchmark=args.benchmark,
+        data_root=args.data_root,
+        split_dir=args.split_dir,
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+        overrides=args.override,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,8 +72,14 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> None:
         source = p.add_mutually_exclusive_group()
-        source.add_argument("--preset", default="synthetic-actions", help="a name from `fsar-train presets`")
+        source.add_argument("--preset", help="the method, a name from `fsar-train presets` (default: see --benchmark)")
         source.add_argument("--config", help="a TOML config file (e.g. a run's config.toml)")
+        p.add_argument("--benchmark", help="the data (`list_benchmarks()`): hmdb51, ssv2-small, ucf101, …")
+        p.add_argument("--data-root", help="where the videos are")
+        p.add_argument("--split-dir", help="folder with the split lists (TRX or CLIP-FSAR layout)")
+        p.add_argument("--model", help="MLLM checkpoint folder or hub id (its config.json picks the backend)")
+        p.add_argument("--backend", help="override the backend read from the checkpoint's config.json")
+        p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (every stage)")
         p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=3e-4")
 
     with_config(sub.add_parser("config", help="print the resolved config as TOML"))
@@ -74,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train, then evaluate on the fixed test episodes")
     with_config(run)
     run.add_argument("--run-dir", required=True)
+    run.add_argument("--force", action="store_true", help="evaluate again even if results.json holds this config's")
     ev = sub.add_parser("evaluate", help="evaluate a run folder's checkpoint (eval.* overrides allowed)")
     ev.add_argument("--run-dir", required=True)
     ev.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
@@ -115,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"model: {done.out_dir} ({done.seconds:.0f} s); loss curve: {done.out_dir / 'loss.png'}")
         return 0
     if args.command == "run":
-        result = run_experiment(_config(args), args.run_dir, progress=progress)
+        result = run_experiment(_config(args), args.run_dir, progress=progress, force=args.force)
     else:
         run_dir = Path(args.run_dir)
         bad = [o for o in args.override if not o.strip().startswith("eval.")]
@@ -124,5 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = apply_overrides(load_config(run_dir / "config.toml"), args.override)
         result = evaluate_run(config, run_dir, progress=progress)
     console.print(results_table(result.results, title=f"test episodes ({result.run_dir})"))
+    if result.reused:
+        console.print("results of the earlier run in this folder (same config); -o eval.* changes re-evaluate")
     console.print(f"results: {result.run_dir / 'results.json'}")
     return 0

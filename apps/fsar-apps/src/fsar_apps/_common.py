@@ -1,0 +1,19 @@
+"""What every command module of the fsar command line shares: the consoles, the default run folder,
+and the one error type a user can fix (printed as one sentence, exit status 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+__all__ = ["DEFAULT_RUN", "UserError", "console", "err_console"]
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+DEFAULT_RUN = Path("runs/default")
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one sentence, exit status 2."""
