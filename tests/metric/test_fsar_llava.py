@@ -261,3 +261,36 @@ def test_every_parameter_learns_with_all_optional_modules_on():
     for name, param in head.named_parameters():
         assert param.grad is not None, f"{name} got no gradient"
         assert param.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+def test_visual_and_text_widths_may_differ_and_a_wrong_text_width_is_refused():
+    """A spatial grid widens the visual stream only: D_in (visual) = 4 · D_t (text) here."""
+    head = small_head(in_dim=4 * IN_DIM, text_in_dim=IN_DIM).train()
+    gen = torch.Generator().manual_seed(5)
+    episode = Episode(
+        support=torch.randn(3, 2, 5, 4 * IN_DIM, generator=gen),
+        query=torch.randn(4, 5, 4 * IN_DIM, generator=gen),
+        support_text=torch.randn(3, 2, IN_DIM, generator=gen),
+        query_text=torch.randn(4, IN_DIM, generator=gen),
+        support_text_free=torch.randn(3, 2, IN_DIM, generator=gen),
+        query_labels=torch.arange(4) % 3,
+        query_class_ids=torch.arange(4) % 3 + 10,
+        class_anchors=torch.randn(20, IN_DIM, generator=gen),
+    )
+    assert head.mfem.visual_proj.in_features == 4 * IN_DIM
+    assert head.mfem.text_proj.in_features == IN_DIM
+    losses = episode_losses(head, episode)
+    sum(losses.values()).backward()
+    assert head.mfem.text_proj.weight.grad is not None
+    assert score_episode(head.eval(), episode).shape == (4, 3)
+    wrong = dataclasses.replace(
+        episode,
+        support_text=torch.randn(3, 2, 4 * IN_DIM),
+        query_text=torch.randn(4, 4 * IN_DIM),
+        support_text_free=None,
+        class_anchors=None,
+    )
+    with pytest.raises(ValueError, match=r"text width D_t = 12, got support_text"):
+        score_episode(head, wrong)
+    with pytest.raises(ValueError, match="text_in_dim must be positive"):
+        FSARLLaVAConfig(text_in_dim=0)

@@ -109,6 +109,7 @@ from fsar_train._train import (
     lr_factor,
     prepare_run_dir,
     resolve_device,
+    text_dim,
     train,
 )
 
@@ -205,6 +206,7 @@ __all__ = [
     "shipped_class_names",
     "synthetic_classes",
     "synthetic_videos",
+    "text_dim",
     "train",
     "uses_class_names",
     "video_list_hash",

@@ -48,6 +48,7 @@ from fsar_train._train import (
     load_checkpoint_weights,
     prepare_run_dir,
     resolve_device,
+    text_dim,
     train,
 )
 
@@ -196,8 +197,8 @@ def run_experiment(
     )
 
 
-def _load_trained(config: ExperimentConfig, folder: RunLayout, dim: int) -> nn.Module:
-    metric = build_metric(config, dim)
+def _load_trained(config: ExperimentConfig, folder: RunLayout, dims: tuple[int, int | None]) -> nn.Module:
+    metric = build_metric(config, *dims)
     checkpoint = folder.checkpoint(config.eval.checkpoint)
     if checkpoint.exists():
         load_checkpoint_weights(metric, checkpoint)
@@ -206,9 +207,9 @@ def _load_trained(config: ExperimentConfig, folder: RunLayout, dim: int) -> nn.M
     return metric.eval()
 
 
-def _methods(config: ExperimentConfig, layout: RunLayout, dim: int) -> dict[str, nn.Module]:
+def _methods(config: ExperimentConfig, layout: RunLayout, dims: tuple[int, int | None]) -> dict[str, nn.Module]:
     """Table name → module, in table order: the method, its ablations, the baselines, the trained baselines."""
-    head = _load_trained(config, layout, dim)
+    head = _load_trained(config, layout, dims)
     methods: dict[str, nn.Module] = {config.metric.name: head}
     if isinstance(head, FSARLLaVA):
         for name in config.eval.head_ablations:
@@ -219,7 +220,7 @@ def _methods(config: ExperimentConfig, layout: RunLayout, dim: int) -> dict[str,
         methods.setdefault(name, create_metric(name))
     for name in config.eval.trained_baselines:
         if name not in methods:
-            methods[name] = _load_trained(baseline_config(config, name), layout.baseline(name), dim)
+            methods[name] = _load_trained(baseline_config(config, name), layout.baseline(name), dims)
     return methods
 
 
@@ -244,7 +245,7 @@ def evaluate_run(
     test = sources["test"]
     ec, ev = config.episodes, config.eval
     device = resolve_device(config.train.device)
-    methods = _methods(config, layout, feature_dim(test))
+    methods = _methods(config, layout, (feature_dim(test), text_dim(test)))
     results: dict[int, dict[str, MethodResult]] = {}
     for shots in sorted({*ev.shots, ec.n_shot}):
         try:

@@ -53,6 +53,7 @@ __all__ = [
     "lr_factor",
     "prepare_run_dir",
     "resolve_device",
+    "text_dim",
     "train",
 ]
 
@@ -73,17 +74,34 @@ def feature_dim(source: FeatureSource) -> int:
     return int(source.visual([0]).shape[-1])
 
 
-#: Widths that follow the feature width D_in when a config leaves them out: the FSAR-LLaVA head at
-#: D = min(D_in, 1024) (1024 for the 7B models' 4096, as CLIP-FSAR-scale heads; the full width of a
-#: tiny model), trx with its key/value width at min(D_in, 1152) (TRX's 1152 for wide features).
-DEFAULT_SIZES: dict[str, Callable[[int], dict[str, int]]] = {
-    "fsar_llava": lambda d_in: {"in_dim": d_in, "dim": min(d_in, 1024)},
-    "trx": lambda d_in: {"dim": d_in, "key_dim": min(d_in, 1152)},
+def text_dim(source: FeatureSource) -> int | None:
+    """D_t of the source's text features (reads one video), or None when it has no text."""
+    roles = sorted(source.text_roles)
+    return int(source.text([0], roles[0]).shape[-1]) if roles else None
+
+
+#: Widths that follow the feature widths when a config leaves them out, from the visual width D_in and
+#: the text width D_t (the MLLM hidden width; D_in is wider only for a spatial grid of patch states):
+#: the FSAR-LLaVA head at D = min(D_t, 1024) (1024 for the 7B models' 4096, as CLIP-FSAR-scale heads;
+#: the full width of a tiny model), trx with its key/value width at min(D_in, 1152) (TRX's 1152).
+DEFAULT_SIZES: dict[str, Callable[[int, int], dict[str, int | None]]] = {
+    "fsar_llava": lambda d_in, d_t: {
+        "in_dim": d_in,
+        "text_in_dim": None if d_t == d_in else d_t,
+        "dim": min(d_t, 1024),
+    },
+    "trx": lambda d_in, d_t: {"dim": d_in, "key_dim": min(d_in, 1152)},
 }
 
 
-def build_metric(config: ExperimentConfig, dim: int) -> nn.Module:
-    """``create_metric(config.metric.name, **options)`` with widths that suit the feature width ``dim``.
+def build_metric(config: ExperimentConfig, dim: int, text_dim: int | None = None) -> nn.Module:
+    """``create_metric(config.metric.name, **options)`` with widths that suit the feature widths.
+
+    Args:
+        config: the experiment (``metric.name`` and ``metric.options``).
+        dim: D_in, the visual feature width.
+        text_dim: D_t, the text feature width; None = ``dim``.
+
 
     Widths the options leave out come from ``DEFAULT_SIZES``; for other metrics ``in_dim`` (or else
     ``dim``) defaults to the feature width: ``in_dim`` when the constructor names it or takes
@@ -94,7 +112,10 @@ def build_metric(config: ExperimentConfig, dim: int) -> nn.Module:
     """
     name = config.metric.name
     sizes = DEFAULT_SIZES.get(name)
-    options = {**(sizes(dim) if sizes is not None else {}), **config.metric.options}
+    options = {
+        **(sizes(dim, dim if text_dim is None else text_dim) if sizes is not None else {}),
+        **config.metric.options,
+    }
     parameters = inspect.signature(get_metric_class(name).__init__).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     accepted = [p for p in parameters if p not in ("self", "args", "kwargs")]
@@ -280,7 +301,7 @@ def train(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(tc.seed)
         if metric is None:
-            metric = build_metric(config, feature_dim(train_source))
+            metric = build_metric(config, feature_dim(train_source), text_dim(train_source))
         metric.to(device)
         return _train_loop(
             config, metric, train_source, val_source, run_dir, device, world, rank, stop_after, progress, on_step

@@ -69,7 +69,10 @@ class LossConfig:
 class FSARLLaVAConfig:
     """Everything that defines an FSAR-LLaVA head (see ``docs/method.md``)."""
 
-    in_dim: int = 4096  # D_in: the MLLM hidden width (Video-LLaVA-7B: 4096)
+    in_dim: int = 4096  # D_in: the visual feature width (the MLLM hidden width; Video-LLaVA-7B: 4096)
+    # D_t: the text feature width when it differs from the visual one (a spatial grid of patch states
+    # widens the visual stream only); None = in_dim.
+    text_in_dim: int | None = None
     dim: int = 1024  # D: head width (CLIP-FSAR / MA-FSAR scale; 512 is the light preset)
     n_frames: int = 8  # largest T the learned temporal embedding covers
     n_heads: int = 8  # attention heads everywhere in the head
@@ -83,6 +86,8 @@ class FSARLLaVAConfig:
         for name, kind in (("mfem", MFEMConfig), ("ctpc", CTPCConfig), ("mpmm", MPMMConfig), ("losses", LossConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if self.text_in_dim is not None and self.text_in_dim < 1:
+            raise ValueError(f"text_in_dim must be positive (or None = in_dim), got {self.text_in_dim}")
         if min(self.in_dim, self.dim, self.n_frames, self.n_heads) < 1:
             raise ValueError(
                 f"in_dim, dim, n_frames and n_heads must be positive, got {self.in_dim}, {self.dim}, "
@@ -224,7 +229,15 @@ class FSARLLaVA(nn.Module):
         self.config = config
         self.temperature = temperature
         self.check_finite = check_finite
-        self.mfem = MFEM(config.in_dim, config.dim, config.n_frames, config.n_heads, config.dropout, config.mfem)
+        self.mfem = MFEM(
+            config.in_dim,
+            config.dim,
+            config.n_frames,
+            config.n_heads,
+            config.dropout,
+            config.mfem,
+            text_in_dim=config.text_in_dim,
+        )
         self.ctpc = CTPC(config.dim, config.n_heads, config.dropout, config.ctpc)
         self.temporal = build_temporal(config.mpmm)  # parameter-free by construction
 
@@ -306,6 +319,14 @@ class FSARLLaVA(nn.Module):
             check_text(support, query, support_text_free, query_text, required=False)
         if support.shape[-1] != self.config.in_dim:
             raise ValueError(f"FSARLLaVA was built for D_in = {self.config.in_dim}, got support {fmt_shape(support)}")
+        text_width = self.config.in_dim if self.config.text_in_dim is None else self.config.text_in_dim
+        for name, text in (
+            ("support_text", support_text),
+            ("query_text", query_text),
+            ("support_text_free", support_text_free),
+        ):
+            if text is not None and text.shape[-1] != text_width:
+                raise ValueError(f"FSARLLaVA was built for text width D_t = {text_width}, got {name} {fmt_shape(text)}")
         if support_text is None and support_text_free is None:
             raise ValueError("FSARLLaVA needs support text: support_text (label-aware) and/or support_text_free")
         needs_query_text = "text" in self.config.mpmm.cues or (

@@ -40,21 +40,32 @@ class MFEM(nn.Module):
     """Decouple and enhance: per-video visual ``[B, T, D]`` and textual ``[B, D]`` streams.
 
     Args:
-        in_dim: D_in, the MLLM hidden width (4096 for Video-LLaVA-7B).
+        in_dim: D_in, the width of the visual features (the MLLM hidden width, 4096 for
+            Video-LLaVA-7B; g²·D_in for a g×g spatial grid of patch states).
         dim: D, the head width.
         n_frames: the largest T the temporal embedding covers.
         n_heads: attention heads of the Transformer layer and the cross-attention.
         dropout: dropout inside the Transformer layer.
         config: ``MFEMConfig``.
+        text_in_dim: D_t, the width of the text features; None = ``in_dim``.
     """
 
-    def __init__(self, in_dim: int, dim: int, n_frames: int, n_heads: int, dropout: float, config: MFEMConfig) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        n_frames: int,
+        n_heads: int,
+        dropout: float,
+        config: MFEMConfig,
+        text_in_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.n_frames = n_frames
         self.visual_proj = nn.Linear(in_dim, dim)
         self.visual_norm = nn.LayerNorm(dim)
-        self.text_proj = nn.Linear(in_dim, dim)
+        self.text_proj = nn.Linear(in_dim if text_in_dim is None else text_in_dim, dim)
         self.text_norm = nn.LayerNorm(dim)
         if config.enhance:
             self.temporal_embedding = nn.Parameter(torch.zeros(n_frames, dim))
@@ -86,11 +97,11 @@ class MFEM(nn.Module):
         return self.temporal(frames)  # [B, T, D]
 
     def project_text(self, text: Tensor) -> Tensor:
-        """The decoupled text projection alone, ``[..., D_in]`` → ``[..., D]`` (class anchors use it)."""
+        """The decoupled text projection alone, ``[..., D_t]`` → ``[..., D]`` (class anchors use it)."""
         return self.text_norm(self.text_proj(text))
 
     def encode_text(self, text: Tensor, frames: Tensor | None = None) -> Tensor:
-        """``text [B, D_in]`` (and the video's encoded ``frames [B, T, D]`` for cross-attention) → ``[B, D]``."""
+        """``text [B, D_t]`` (and the video's encoded ``frames [B, T, D]`` for cross-attention) → ``[B, D]``."""
         token = self.project_text(text)  # [B, D]
         if self.config.enhance and self.config.cross_attention:
             if frames is None:
@@ -100,6 +111,6 @@ class MFEM(nn.Module):
         return token
 
     def forward(self, visual: Tensor, text: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """``visual [B, T, D_in]``, ``text [B, D_in]`` → ``(V [B, T, D], E [B, D])`` (E is None without text)."""
+        """``visual [B, T, D_in]``, ``text [B, D_t]`` → ``(V [B, T, D], E [B, D])`` (E is None without text)."""
         frames = self.encode_visual(visual)
         return frames, (None if text is None else self.encode_text(text, frames))
