@@ -292,7 +292,7 @@ def test_a_cached_video_at_d4096_t8_with_two_texts_takes_under_100_kb_on_disk(tm
 
 
 def test_features_beyond_float16_range_are_refused_not_stored_as_inf(tmp_path: Path) -> None:
-    writer = FeatureCache.create(tmp_path, _recipe()).writer("w")
+    writer = FeatureCache.create(tmp_path, _recipe(dim=16, visual_dim=16)).writer("w")
     writer.add(_features("big", 16, scale=1e6), "big.mp4")
     with pytest.raises(ValueError, match=r"overflow float16.*use storage_dtype='bfloat16'"):
         writer.flush()

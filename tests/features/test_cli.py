@@ -50,3 +50,24 @@ def test_usage_errors_exit_two(tmp_path: Path, capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as info:
         main(["extract", str(tmp_path), str(tmp_path / "c"), "--backend", "clip"])
     assert info.value.code == 2
+
+
+def test_decoding_options_reach_the_recipe(
+    video_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--visual-pooling", "grid2", "--temporal-centring", "--support-text-pooling", "label"]
+    args = [
+        "extract",
+        str(video_folder),
+        str(tmp_path / "c"),
+        "--no-progress",
+        *options,
+        "--query-text-pooling",
+        "mean",
+    ]
+    assert main(args) == 0
+    recipe = FeatureCache.open(tmp_path / "c").recipe
+    assert (recipe.visual_pooling, recipe.visual_dim, recipe.temporal_centring) == ("grid2", 4 * 64, True)
+    assert (recipe.text_pooling_for("support"), recipe.text_pooling_for("query")) == ("label", "mean")
+    assert main(["info", str(tmp_path / "c")]) == 0
+    assert "visual_dim: 256" in capsys.readouterr().out

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from einops import rearrange
 
 from fsar_features import (
     ExtractionConfig,
     FeatureBackend,
     FeatureCache,
     FeatureExtractor,
+    FeatureRecipe,
     VideoItem,
     extract_features,
+    find_video_span,
     resolve_shard,
 )
 from fsar_prompts import render_prompt
+
+T = 8
 
 
 def test_extraction_end_to_end_fills_a_readable_cache(
@@ -223,3 +229,148 @@ def test_a_changed_scenario_prompt_is_refused_as_another_recipe(
         extract_features(
             video_items[:2], tmp_path / "cache", tiny_backend, ExtractionConfig(scenario="temporal"), progress=False
         )
+
+
+# --- decoding options in the recipe -------------------------------------------------------------
+
+#: The recipe.json keys of the first format: a cache made before the decoding options existed.
+FIRST_FORMAT_KEYS = {
+    "backend", "model_id", "family", "dim", "n_layers", "layers", "visual_pooling", "text_pooling", "n_frames",
+    "sampling", "sampling_seed", "frame_size", "crop_size", "scenario", "roles", "prompts", "storage_dtype",
+    "reuse_prefix_cache", "format_version",
+}  # fmt: skip
+
+
+def _first_format_features(backend: FeatureBackend, extractor: FeatureExtractor, item: VideoItem) -> dict:
+    """The first format's extraction written out: prefix + video once; the mean of each frame's V tokens of
+    the last layer; each role's suffix on the key/value cache of prefix + video, its last token's state."""
+    clip = extractor.read(item.path, item.video_id)
+    pixels = backend.pixel_values(clip.frames[None])
+    n_video = T * backend.tokens_per_frame
+    out = {}
+    for role, label in (("query", None), ("support", item.label)):
+        ids = backend.tokenize(render_prompt(backend.family, role, label=label), T)
+        _, end = find_video_span(ids, backend.video_token_id, n_video)
+        prefix = torch.tensor([ids[:end]])  # [1, P]
+        first = backend.forward(prefix, torch.ones_like(prefix), pixels, use_cache=True)
+        h = first.hidden_states[-1].float()[0]  # [P, D]
+        out["visual"] = rearrange(h[end - n_video : end], "(t v) d -> t v d", t=T).mean(dim=1)  # [T, D]
+        suffix = torch.tensor([ids[end:]])  # [1, S_t]
+        step = backend.forward(suffix, torch.ones(1, len(ids)), cache=first.cache, use_cache=True)
+        out[role] = step.hidden_states[-1].float()[0, -1]  # [D]
+    return out
+
+
+def test_default_options_give_bitwise_the_features_and_recipe_of_the_first_format(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend
+) -> None:
+    items = [it for it in video_items if it.label is not None][:2]
+    default = ExtractionConfig(batch_size=1)  # batch 1: the oracle runs one video at a time
+    explicit = ExtractionConfig(
+        batch_size=1,
+        visual_pooling="mean",
+        text_pooling="last",
+        support_text_pooling="last",
+        query_text_pooling="last",
+        temporal_centring=False,
+    )
+    extract_features(items, tmp_path / "a", tiny_backend, default, progress=False)
+    extract_features(items, tmp_path / "b", tiny_backend, explicit, progress=False)
+    a, b = FeatureCache.open(tmp_path / "a"), FeatureCache.open(tmp_path / "b")
+    assert (tmp_path / "a" / "recipe.json").read_bytes() == (tmp_path / "b" / "recipe.json").read_bytes()
+    assert set(json.loads((tmp_path / "a" / "recipe.json").read_text())) == FIRST_FORMAT_KEYS
+    assert a.recipe.visual_dim == a.visual_dim == a.text_dim == tiny_backend.hidden_size
+    ids = a.video_ids
+    assert torch.equal(a.visual(ids), b.visual(ids))
+    extractor = FeatureExtractor(tiny_backend, default)
+    for item in items:
+        oracle = _first_format_features(tiny_backend, extractor, item)
+        assert torch.equal(a.visual([item.video_id])[0], oracle["visual"].half())
+        for role in ("query", "support"):
+            assert torch.equal(a.text([item.video_id], role)[0], oracle[role].half())
+            assert torch.equal(b.text([item.video_id], role)[0], oracle[role].half())
+
+
+def test_a_cache_of_the_first_format_opens_and_resumes_with_the_default_options(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend
+) -> None:
+    extract_features(video_items[:2], tmp_path / "c", tiny_backend, progress=False)
+    recipe_file = tmp_path / "c" / "recipe.json"
+    legacy = {k: v for k, v in json.loads(recipe_file.read_text()).items() if k in FIRST_FORMAT_KEYS}
+    recipe_file.write_text(json.dumps(legacy, indent=2, sort_keys=True) + "\n")  # exactly the old file
+    again = extract_features(video_items[:3], tmp_path / "c", tiny_backend, progress=False)
+    assert (again.n_skipped, again.n_extracted) == (2, 1)
+    cache = FeatureCache.open(tmp_path / "c")
+    assert cache.recipe == FeatureExtractor(tiny_backend).recipe
+    assert cache.recipe.text_pooling_for("support") == "last"
+    assert not cache.recipe.temporal_centring
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        ({"visual_pooling": "grid2"}, "visual_pooling"),
+        ({"visual_pooling": "grid4"}, "visual_dim"),
+        ({"temporal_centring": True}, "temporal_centring"),
+        ({"support_text_pooling": "label"}, "support_text_pooling"),
+        ({"query_text_pooling": "mean"}, "query_text_pooling"),
+    ],
+)
+def test_every_decoding_option_changes_the_recipe_and_a_cache_refuses_mixing(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend, option: dict, field: str
+) -> None:
+    base, changed = (
+        FeatureExtractor(tiny_backend).recipe,
+        FeatureExtractor(tiny_backend, ExtractionConfig(**option)).recipe,
+    )
+    assert changed != base
+    assert changed.hash != base.hash
+    assert FeatureRecipe.from_json(changed.to_json()) == changed
+    extract_features(video_items[:1], tmp_path / "c", tiny_backend, progress=False)
+    with pytest.raises(ValueError, match=rf"never mixes recipes.*{field}: "):
+        extract_features(video_items[:1], tmp_path / "c", tiny_backend, ExtractionConfig(**option), progress=False)
+
+
+def test_grid_centred_label_features_are_cached_with_their_widths(
+    tmp_path: Path, video_items: list[VideoItem], tiny_backend: FeatureBackend
+) -> None:
+    config = ExtractionConfig(
+        visual_pooling="grid4", temporal_centring=True, support_text_pooling="label", query_text_pooling="mean"
+    )
+    summary = extract_features(video_items, tmp_path / "c", tiny_backend, config, progress=False)
+    assert summary.ok
+    cache = FeatureCache.open(tmp_path / "c")
+    d = tiny_backend.hidden_size
+    assert (cache.recipe.dim, cache.recipe.visual_dim, cache.visual_dim, cache.text_dim) == (d, 16 * d, 16 * d, d)
+    ids = cache.video_ids
+    visual = cache.visual(ids, dtype=torch.float32)
+    assert visual.shape == (6, T, 16 * d)
+    torch.testing.assert_close(visual.mean(dim=1), torch.zeros(6, 16 * d), rtol=0, atol=2e-3)  # fp16 storage
+    labelled = [it.video_id for it in video_items if it.label is not None]
+    assert cache.text(labelled, "support").shape == (4, d)
+    assert cache.text(ids, "query").shape == (6, d)
+    features = cache.features(labelled[0])
+    assert features.visual_dim == 16 * d
+    assert features.text_poolings == {"query": "mean", "support": "label"}
+    assert features.temporal_centring
+    recipe = json.loads((tmp_path / "c" / "recipe.json").read_text())
+    assert {
+        k: recipe[k] for k in ("visual_dim", "support_text_pooling", "query_text_pooling", "temporal_centring")
+    } == {
+        "visual_dim": 16 * d,
+        "support_text_pooling": "label",
+        "query_text_pooling": "mean",
+        "temporal_centring": True,
+    }
+
+
+def test_label_pooling_for_the_query_role_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"query role's text pooling is 'label'.*set query_text_pooling='mean'"):
+        ExtractionConfig(text_pooling="label")
+    with pytest.raises(ValueError, match="query role's text pooling is 'label'"):
+        ExtractionConfig(query_text_pooling="label")
+    with pytest.raises(ValueError, match=r"unknown text pooling 'first' \(support_text_pooling\)"):
+        ExtractionConfig(support_text_pooling="first")
+    config = ExtractionConfig(text_pooling="label", query_text_pooling="mean")
+    assert (config.text_pooling_for("support"), config.text_pooling_for("query")) == ("label", "mean")
+    assert ExtractionConfig(text_pooling="label", roles=("support",)).text_pooling_for("support") == "label"

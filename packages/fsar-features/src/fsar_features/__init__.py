@@ -2,8 +2,9 @@
 
 Read T frames with PyAV (``read_frames``), run a frozen video MLLM (``create_backend``: Video-LLaVA,
 LLaVA-NeXT-Video, and tiny seeded versions of both for offline work), decode its hidden states into a
-visual stream ``[T, D_in]`` and a text stream ``[D_in]`` per prompt (``FeatureExtractor``), and fill
-a resumable, shardable on-disk cache (``extract_features``, ``FeatureCache``).
+visual stream ``[T, D_v]`` (D_v = D_in, or g²·D_in with grid pooling) and a text stream ``[D_in]`` per
+prompt (``FeatureExtractor``), and fill a resumable, shardable on-disk cache (``extract_features``,
+``FeatureCache``).
 
 A checkpoint's backend comes from its ``config.json`` (``backend_for_model``), never from its name;
 ``save_tiny_checkpoint`` writes tiny random checkpoints with the real -hf models' token geometry.
@@ -23,11 +24,14 @@ from fsar_features import backends as _backends  # registers the backends
 from fsar_features._cache import STORAGE_DTYPES, CacheEntry, CacheFailure, FeatureCache, FeatureRecipe
 from fsar_features._decode import (
     LayerSpec,
+    TextPoolingContext,
     VideoFeatures,
+    VisualPoolingContext,
     find_video_span,
     list_layer_presets,
     list_text_poolings,
     list_visual_poolings,
+    patch_grid_side,
     pool_text,
     pool_visual,
     register_layer_preset,
@@ -35,6 +39,8 @@ from fsar_features._decode import (
     register_visual_pooling,
     resolve_layers,
     select_layers,
+    temporal_centre,
+    text_pooling_needs_label,
 )
 from fsar_features._extract import (
     ExtractionConfig,
@@ -45,6 +51,7 @@ from fsar_features._extract import (
     resolve_shard,
     shard_of,
 )
+from fsar_features._label_span import label_char_spans, label_token_positions
 from fsar_features._model_types import backend_for_model, list_model_types, register_model_type
 from fsar_features._registry import BackendOutput, FeatureBackend, create_backend, list_backends, register_backend
 from fsar_features._sampling import list_samplers, register_sampler, sample_indices
@@ -68,20 +75,25 @@ __all__ = [
     "FeatureExtractor",
     "FeatureRecipe",
     "LayerSpec",
+    "TextPoolingContext",
     "VideoClip",
     "VideoFeatures",
     "VideoItem",
     "VideoReadError",
+    "VisualPoolingContext",
     "backend_for_model",
     "create_backend",
     "extract_features",
     "find_video_span",
+    "label_char_spans",
+    "label_token_positions",
     "list_backends",
     "list_layer_presets",
     "list_model_types",
     "list_samplers",
     "list_text_poolings",
     "list_visual_poolings",
+    "patch_grid_side",
     "pool_text",
     "pool_visual",
     "read_frames",
@@ -98,4 +110,6 @@ __all__ = [
     "save_tiny_checkpoint",
     "select_layers",
     "shard_of",
+    "temporal_centre",
+    "text_pooling_needs_label",
 ]

@@ -3,7 +3,7 @@
 Layout::
 
     <root>/recipe.json                          the FeatureRecipe; written once, never mixed
-    <root>/shards/<writer>-<seq>.safetensors    visual [n, T, D_in], text.<role> [n_role, D_in]
+    <root>/shards/<writer>-<seq>.safetensors    visual [n, T, D_v], text.<role> [n_role, D_in]
     <root>/manifest/<writer>-<seq>.json         the shard's entries (and failures): its commit record
 
 Keys: a cache holds one recipe (model, layers, pooling, sampling, frames, dtype, prompt templates),
@@ -24,6 +24,9 @@ name wins and ``duplicates`` reports it.
 
 Reading ``visual(ids)`` / ``text(ids, role)`` returns stacked tensors, memory-mapped through
 safetensors ``safe_open`` (only the requested rows are read).
+
+Widths: text vectors are D_in wide (``recipe.dim``, the decoder width); visual frames are D_v wide
+(``recipe.visual_dim``: D_in for ``mean``/``cls`` pooling, g²·D_in for ``grid{g}``).
 """
 
 from __future__ import annotations
@@ -64,15 +67,21 @@ _TEXT_PREFIX = "text."
 class FeatureRecipe:
     """How every feature in a cache was made; a cache never mixes two recipes.
 
+    Fields added after the first format (``visual_dim``, ``support_text_pooling``,
+    ``query_text_pooling``, ``temporal_centring``) are left out of ``to_json`` (so of ``recipe.json``
+    and ``hash``) while they hold the value that reproduces the first format's behaviour: a cache
+    extracted before they existed keeps its recipe and hash, and opens with the defaults.
+
     Attributes:
         backend: registry name of the backend.
         model_id: the model (hub id, folder, or the tiny model's recipe).
         family: fsar-prompts family of the prompts.
-        dim: D_in, the decoder width.
+        dim: D_in, the decoder width: the width of every text vector.
         n_layers: L of the decoder.
         layers: hidden-state indices averaged (0 = embeddings, ℓ = decoder layer ℓ, L = last).
-        visual_pooling: per-frame pooling (``mean`` or ``cls``).
-        text_pooling: text pooling (``last`` or ``mean``).
+        visual_pooling: per-frame pooling (``mean``, ``cls`` or ``grid{g}``).
+        text_pooling: the text pooling of every role without its own (``last``, ``mean`` or ``label``);
+            ``text_pooling_for(role)`` gives a role's.
         n_frames: T.
         sampling: frame sampling strategy.
         sampling_seed: seed of per-video random sampling offsets, or None (deterministic).
@@ -85,6 +94,13 @@ class FeatureRecipe:
         storage_dtype: ``float16`` (default), ``bfloat16`` or ``float32``.
         reuse_prefix_cache: True when the text passes reused the key/value cache of prefix + video.
         format_version: the cache layout version.
+        visual_dim: D_v, the width of every visual frame vector (D_in for ``mean``/``cls``, g²·D_in
+            for ``grid{g}``); None (the default) is replaced by ``dim`` when the recipe is built.
+        support_text_pooling: the support role's own text pooling, or None (``text_pooling``); one
+            equal to ``text_pooling`` is stored as None, so equal features give equal recipes.
+        query_text_pooling: the query role's own text pooling, or None (``text_pooling``); likewise.
+        temporal_centring: True when each video's visual features had their mean over T subtracted
+            before storage.
     """
 
     backend: str
@@ -106,10 +122,46 @@ class FeatureRecipe:
     storage_dtype: str = "float16"
     reuse_prefix_cache: bool = True
     format_version: int = FORMAT_VERSION
+    visual_dim: int | None = None
+    support_text_pooling: str | None = None
+    query_text_pooling: str | None = None
+    temporal_centring: bool = False
+
+    def __post_init__(self) -> None:
+        # Canonical values, so two recipes of the same features compare (and hash) equal however written.
+        if self.visual_dim is None:
+            object.__setattr__(self, "visual_dim", self.dim)
+        for name in ("support_text_pooling", "query_text_pooling"):
+            if getattr(self, name) == self.text_pooling:
+                object.__setattr__(self, name, None)
+
+    def text_pooling_for(self, role: str) -> str:
+        """The text pooling of ``role``'s vectors (``query`` or ``support``).
+
+        Raises:
+            ValueError: a role this recipe does not run.
+        """
+        if role not in self.roles:
+            raise ValueError(f"unknown role {role!r} for this recipe; its roles: {', '.join(self.roles)}")
+        own = {"query": self.query_text_pooling, "support": self.support_text_pooling}.get(role)
+        return own if own is not None else self.text_pooling
+
+    def _legacy_values(self) -> dict[str, Any]:
+        """The fields added after the first format, at the values that reproduce its behaviour."""
+        return {
+            "visual_dim": self.dim,
+            "support_text_pooling": None,
+            "query_text_pooling": None,
+            "temporal_centring": False,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (fields added after the first format only where they differ from it)."""
+        data = dataclasses.asdict(self)
+        for key, legacy in self._legacy_values().items():
+            if data[key] == legacy:
+                del data[key]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureRecipe:
@@ -130,6 +182,11 @@ class FeatureRecipe:
             return cls(**values)
         except TypeError as error:
             raise ValueError(f"incomplete feature recipe: {error}") from None
+
+    @property
+    def text_dim(self) -> int:
+        """D_in, the width of every text vector (the same as ``dim``)."""
+        return self.dim
 
     @property
     def hash(self) -> str:
@@ -223,7 +280,7 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
 
 
 def _recipe_diff(a: FeatureRecipe, b: FeatureRecipe) -> str:
-    da, db = a.to_json(), b.to_json()
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
     return "; ".join(f"{k}: {da[k]!r} (cache) vs {db[k]!r} (this run)" for k in da if da[k] != db[k])
 
 
@@ -381,8 +438,18 @@ class FeatureCache:
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return out if dtype is None else out.to(dtype)
 
+    @property
+    def visual_dim(self) -> int:
+        """D_v, the width of the visual frame vectors (``recipe.visual_dim``)."""
+        return int(self.recipe.visual_dim)  # type: ignore[arg-type]  # resolved in FeatureRecipe.__post_init__
+
+    @property
+    def text_dim(self) -> int:
+        """D_in, the width of the text vectors (``recipe.dim``)."""
+        return self.recipe.dim
+
     def visual(self, video_ids: Sequence[str], *, dtype: torch.dtype | None = None) -> Tensor:
-        """Visual features of ``video_ids``, stacked: ``[B, T, D_in]`` (storage dtype unless ``dtype``).
+        """Visual features of ``video_ids``, stacked: ``[B, T, D_v]`` (storage dtype unless ``dtype``).
 
         Raises:
             KeyError: a video that is not cached (the message names it).
@@ -421,6 +488,8 @@ class FeatureCache:
             frame_indices=entry.frame_indices,
             label=entry.label,
             n_source_frames=entry.n_source_frames,
+            text_poolings={role: self.recipe.text_pooling_for(role) for role in entry.text_rows},
+            temporal_centring=self.recipe.temporal_centring,
         )
 
     def clean(self) -> list[Path]:
@@ -472,10 +541,26 @@ class CacheWriter:
         """Queue one video's features; commits a shard when the buffer is full.
 
         Args:
-            features: the video's features.
+            features: the video's features: visual ``[T, D_v]``, each text ``[D_in]``.
             path: its source file.
             generation: 0 for a new video; one more than the cached entry's when it replaces it.
+
+        Raises:
+            ValueError: shapes other than the recipe's (the message names the video and both shapes).
         """
+        recipe = self.cache.recipe
+        expected = (recipe.n_frames, recipe.visual_dim)
+        if tuple(features.visual.shape) != expected:
+            raise ValueError(
+                f"video {features.video_id!r} has visual features of shape {list(features.visual.shape)}, and this "
+                f"cache's recipe stores [T, D_v] = {list(expected)}"
+            )
+        for role, vector in features.text.items():
+            if tuple(vector.shape) != (recipe.dim,):
+                raise ValueError(
+                    f"video {features.video_id!r} has a {role!r} text vector of shape {list(vector.shape)}, and this "
+                    f"cache's recipe stores [D_in] = [{recipe.dim}]"
+                )
         self._buffer.append((features, str(path), generation))
         if len(self._buffer) >= self.videos_per_shard:
             self.flush()
@@ -505,7 +590,7 @@ class CacheWriter:
                     "generation": generation,
                 }
             )
-        tensors = {"visual": torch.stack(visual)}  # [n, T, D_in]
+        tensors = {"visual": torch.stack(visual)}  # [n, T, D_v]
         tensors.update({_TEXT_PREFIX + role: torch.stack(v) for role, v in texts.items()})  # [n_role, D_in]
         out = {}
         for name, tensor in tensors.items():

@@ -10,6 +10,7 @@ gets the query prompt only. The exit status is 0 when every video succeeded, 1 w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -75,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--sampling-seed", type=int, default=None)
     ex.add_argument("--layers", default="-1", help="hidden-state index, comma list (averaged) or preset")
     ex.add_argument("--visual-pooling", default="mean", choices=list_visual_poolings())
-    ex.add_argument("--text-pooling", default="last", choices=list_text_poolings())
+    ex.add_argument("--text-pooling", default="last", choices=list_text_poolings(), help="every role's default")
+    ex.add_argument("--support-text-pooling", default=None, choices=list_text_poolings(), help="e.g. label")
+    ex.add_argument("--query-text-pooling", default=None, choices=list_text_poolings(), help="e.g. mean")
+    ex.add_argument(
+        "--temporal-centring", action="store_true", help="store visual features minus their mean over the T frames"
+    )
     ex.add_argument("--scenario", default="generic", help="fsar-prompts scenario")
     ex.add_argument("--batch-size", type=int, default=4)
     ex.add_argument("--storage-dtype", default="float16", choices=list(STORAGE_DTYPES))
@@ -98,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             cache = FeatureCache.open(args.cache_dir)
             print(cache)
-            for key, value in cache.recipe.to_json().items():
+            for key, value in dataclasses.asdict(cache.recipe).items():
                 print(f"  {key}: {value}")
             print(f"  failures: {len(cache.failures)}, duplicates: {len(cache.duplicates)}")
             return 0
@@ -119,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             layers=_layers(args.layers),
             visual_pooling=args.visual_pooling,
             text_pooling=args.text_pooling,
+            support_text_pooling=args.support_text_pooling,
+            query_text_pooling=args.query_text_pooling,
+            temporal_centring=args.temporal_centring,
             scenario=args.scenario,
             roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
             batch_size=args.batch_size,

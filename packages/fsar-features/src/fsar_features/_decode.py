@@ -10,30 +10,40 @@ head reads. Negative indices count from the end (-1 = L).
 
     H    = mean over the chosen layers of hidden_states[ℓ][b]   # [S, D_in]
     vis  = H[video span]                                       # [T·V, D_in], one contiguous span
-    v    = pool_visual(vis as [T, V, D_in])                    # [T, D_in]  mean (default) or CLS position
+    v    = pool_visual(vis as [T, V, D_in])                    # [T, D_v]   mean (default), cls, gridG
+    v    = v - v.mean(over T)   (temporal_centring only)       # [T, D_v]
     post = H[span end:]                                        # [S_t, D_in] prompt tokens after the video
-    t    = pool_text(post)                                     # [D_in]     last token (default) or mean
+    t    = pool_text(post)                                     # [D_in]     last (default), mean, label
+
+D_v is D_in for ``mean`` and ``cls`` and G²·D_in for ``gridG`` (G × G cells of the frame's patch grid,
+CLS dropped, concatenated in row-major cell order). ``label`` averages the class-name tokens of a
+label-aware prompt (``fsar_features.label_token_positions`` finds them).
 
 Layer choices, visual pooling and text pooling are small registries (``register_layer_preset``,
-``register_visual_pooling``, ``register_text_pooling``).
+``register_visual_pooling``, ``register_text_pooling``). A pooling receives its tokens and a small
+typed context (``VisualPoolingContext``, ``TextPoolingContext``) with what it may need beyond them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange
+from einops import rearrange, reduce
 from torch import Tensor
 
 __all__ = [
     "LayerSpec",
+    "TextPoolingContext",
     "VideoFeatures",
+    "VisualPoolingContext",
     "find_video_span",
     "list_layer_presets",
     "list_text_poolings",
     "list_visual_poolings",
+    "patch_grid_side",
     "pool_text",
     "pool_visual",
     "register_layer_preset",
@@ -41,14 +51,42 @@ __all__ = [
     "register_visual_pooling",
     "resolve_layers",
     "select_layers",
+    "temporal_centre",
+    "text_pooling_needs_label",
 ]
 
 #: A layer choice: one hidden-state index, several (averaged), or a preset name (``list_layer_presets()``).
 LayerSpec = int | Sequence[int] | str
 
+
+@dataclass(frozen=True)
+class VisualPoolingContext:
+    """What a visual pooling may need beyond the tokens of the frames.
+
+    Attributes:
+        has_cls: True when each frame's first video token is the vision tower's CLS token (Video-LLaVA);
+            the other V − 1 tokens are then the frame's patch grid, row-major. False: all V are.
+    """
+
+    has_cls: bool = False
+
+
+@dataclass(frozen=True)
+class TextPoolingContext:
+    """What a text pooling may need beyond the tokens after the video.
+
+    Attributes:
+        label_positions: indices into the ``[S_t]`` tokens after the video of the class-name tokens
+            of a label-aware prompt (``label_token_positions``); None for a prompt without a label.
+    """
+
+    label_positions: tuple[int, ...] | None = None
+
+
 _LAYER_PRESETS: dict[str, Callable[[int], tuple[int, ...]]] = {}
-_VISUAL_POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {}
-_TEXT_POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {}
+_VISUAL_POOLINGS: dict[str, Callable[[Tensor, VisualPoolingContext], Tensor]] = {}
+_TEXT_POOLINGS: dict[str, Callable[[Tensor, TextPoolingContext], Tensor]] = {}
+_LABEL_TEXT_POOLINGS: set[str] = set()  # text poolings that read TextPoolingContext.label_positions
 
 
 def _register(table: dict, kind: str, name: str) -> Callable:
@@ -67,13 +105,47 @@ def register_layer_preset(name: str) -> Callable:
 
 
 def register_visual_pooling(name: str) -> Callable:
-    """Decorator registering a visual pooling: ``[T, V, D] -> [T, D]``."""
+    """Decorator registering a visual pooling ``fn(tokens, context) -> pooled``.
+
+    ``tokens`` is ``[T, V, D]``, ``context`` a ``VisualPoolingContext``; the result is ``[T, D_v]``
+    with D_v fixed by V and D (the extractor records it as the recipe's ``visual_dim``).
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
     return _register(_VISUAL_POOLINGS, "visual pooling", name)
 
 
-def register_text_pooling(name: str) -> Callable:
-    """Decorator registering a text pooling: ``[S_t, D] -> [D]``."""
-    return _register(_TEXT_POOLINGS, "text pooling", name)
+def register_text_pooling(name: str, *, needs_label: bool = False) -> Callable:
+    """Decorator registering a text pooling ``fn(tokens, context) -> pooled``: ``[S_t, D] -> [D]``.
+
+    Args:
+        name: the registry name.
+        needs_label: True when ``fn`` reads ``context.label_positions``: such a pooling applies only to
+            a label-aware role (``support``), and the extractor then locates the class-name tokens.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def decorator(fn: Callable) -> Callable:
+        _register(_TEXT_POOLINGS, "text pooling", name)(fn)
+        if needs_label:
+            _LABEL_TEXT_POOLINGS.add(name)
+        return fn
+
+    return decorator
+
+
+def text_pooling_needs_label(name: str) -> bool:
+    """True when the text pooling ``name`` averages class-name tokens (it needs a label-aware prompt).
+
+    Raises:
+        ValueError: an unknown pooling.
+    """
+    if name not in _TEXT_POOLINGS:
+        raise ValueError(f"unknown text pooling {name!r}; valid: {', '.join(list_text_poolings())}")
+    return name in _LABEL_TEXT_POOLINGS
 
 
 def list_layer_presets() -> list[str]:
@@ -109,23 +181,82 @@ def _three_quarters(n_layers: int) -> tuple[int, ...]:
 
 
 @register_visual_pooling("mean")
-def _mean_tokens(tokens: Tensor) -> Tensor:
-    return tokens.mean(dim=1)  # [T, V, D] -> [T, D]
+def _mean_tokens(tokens: Tensor, context: VisualPoolingContext) -> Tensor:
+    return tokens.mean(dim=1)  # [T, V, D] -> [T, D]: every token, CLS included (the original default)
 
 
 @register_visual_pooling("cls")
-def _cls_token(tokens: Tensor) -> Tensor:
+def _cls_token(tokens: Tensor, context: VisualPoolingContext) -> Tensor:
     return tokens[:, 0]  # [T, V, D] -> [T, D]: the first token of each frame (CLIP puts CLS first)
 
 
+def patch_grid_side(n_tokens: int, has_cls: bool) -> int:
+    """The side of the square patch grid of a frame of ``n_tokens`` video tokens (CLS dropped when there is one).
+
+    Raises:
+        ValueError: the patch tokens do not form a square grid.
+
+    Example:
+        >>> patch_grid_side(257, has_cls=True), patch_grid_side(144, has_cls=False)
+        (16, 12)
+    """
+    n_patches = n_tokens - int(has_cls)
+    side = math.isqrt(max(n_patches, 0))
+    if n_patches < 1 or side * side != n_patches:
+        cls = " after dropping the CLS token" if has_cls else " (no CLS token)"
+        raise ValueError(
+            f"a frame's {n_patches} patch tokens{cls} are not a square grid, so grid pooling is not defined "
+            f"(V = {n_tokens} video tokens per frame)"
+        )
+    return side
+
+
+def _grid_pooling(cells: int) -> Callable[[Tensor, VisualPoolingContext], Tensor]:
+    def pool(tokens: Tensor, context: VisualPoolingContext) -> Tensor:
+        side = patch_grid_side(tokens.shape[1], context.has_cls)
+        if side % cells:
+            raise ValueError(
+                f"grid{cells} pooling needs the {side}×{side} patch grid to split into {cells}×{cells} equal "
+                f"cells, and {cells} does not divide {side}; valid: grid{{g}} with g dividing {side}"
+            )
+        patches = tokens[:, 1:] if context.has_cls else tokens  # [T, P, D], P = side² in row-major order
+        # Patch p = (row, col) = (gh·ph_n + ph, gw·pw_n + pw): cell (gh, gw) averages its ph × pw patches;
+        # cells are concatenated row-major, each cell's D values together.
+        return reduce(patches, "t (gh ph gw pw) d -> t (gh gw d)", "mean", gh=cells, gw=cells, ph=side // cells)
+
+    pool.__doc__ = f"``[T, V, D] -> [T, {cells}²·D]``: {cells}×{cells} average pooling of the frame's patch grid."
+    return pool
+
+
+for _cells in (1, 2, 4):
+    register_visual_pooling(f"grid{_cells}")(_grid_pooling(_cells))
+del _cells
+
+
 @register_text_pooling("last")
-def _last_token(tokens: Tensor) -> Tensor:
+def _last_token(tokens: Tensor, context: TextPoolingContext) -> Tensor:
     return tokens[-1]  # [S_t, D] -> [D]: where the answer would begin
 
 
 @register_text_pooling("mean")
-def _mean_text(tokens: Tensor) -> Tensor:
+def _mean_text(tokens: Tensor, context: TextPoolingContext) -> Tensor:
     return tokens.mean(dim=0)  # [S_t, D] -> [D]
+
+
+@register_text_pooling("label", needs_label=True)
+def _label_text(tokens: Tensor, context: TextPoolingContext) -> Tensor:
+    if not context.label_positions:
+        raise ValueError(
+            "text pooling 'label' averages the class-name tokens of a label-aware prompt, and this prompt has "
+            "none (a query prompt never carries a class name); use 'last' or 'mean' for it"
+        )
+    positions = torch.tensor(context.label_positions, dtype=torch.long, device=tokens.device)
+    if int(positions.min()) < 0 or int(positions.max()) >= tokens.shape[0]:
+        raise ValueError(
+            f"label token positions {list(context.label_positions)} fall outside the {tokens.shape[0]} tokens "
+            f"after the video"
+        )
+    return tokens[positions].mean(dim=0)  # [S_t, D] -> [n_label, D] -> [D]
 
 
 def resolve_layers(spec: LayerSpec, n_layers: int) -> tuple[int, ...]:
@@ -201,46 +332,60 @@ def find_video_span(input_ids: Tensor | Sequence[int], video_token_id: int, n_vi
     return start, end
 
 
-def pool_visual(video_states: Tensor, n_frames: int, pooling: str = "mean") -> Tensor:
+def pool_visual(video_states: Tensor, n_frames: int, pooling: str = "mean", *, has_cls: bool = False) -> Tensor:
     """Per-frame vectors from the video span.
 
     Args:
         video_states: ``[T·V, D]`` hidden states at the video positions (frame-major).
         n_frames: T.
-        pooling: ``mean`` or ``cls`` (``list_visual_poolings()``).
+        pooling: ``mean``, ``cls``, ``grid1``, ``grid2``, ``grid4`` (``list_visual_poolings()``).
+        has_cls: each frame's first token is CLS (``FeatureBackend.has_cls``); grid poolings drop it.
 
     Returns:
-        ``[T, D]``.
+        ``[T, D_v]``: D_v = D for ``mean`` and ``cls``, g²·D for ``grid{g}``.
 
     Raises:
-        ValueError: unknown pooling, or a span not divisible by T.
+        ValueError: unknown pooling, a span not divisible by T, or (grid) patch tokens that are not a
+            square grid or a grid side that g does not divide.
     """
     if pooling not in _VISUAL_POOLINGS:
         raise ValueError(f"unknown visual pooling {pooling!r}; valid: {', '.join(list_visual_poolings())}")
     if video_states.shape[0] % n_frames:
         raise ValueError(f"a video span of {video_states.shape[0]} tokens does not split into T = {n_frames} frames")
     tokens = rearrange(video_states, "(t v) d -> t v d", t=n_frames)
-    return _VISUAL_POOLINGS[pooling](tokens)
+    return _VISUAL_POOLINGS[pooling](tokens, VisualPoolingContext(has_cls=has_cls))
 
 
-def pool_text(text_states: Tensor, pooling: str = "last") -> Tensor:
+def temporal_centre(visual: Tensor) -> Tensor:
+    """Subtract each video's mean over its frames: ``[..., T, D] -> [..., T, D]``, zero mean over T.
+
+    What is constant over the clip (background, colour, static objects) goes; differences between
+    frames are unchanged. The cost: the absolute appearance is gone too.
+    """
+    return visual - visual.mean(dim=-2, keepdim=True)  # [..., T, D] - [..., 1, D]
+
+
+def pool_text(text_states: Tensor, pooling: str = "last", *, label_positions: Sequence[int] | None = None) -> Tensor:
     """The text vector from the tokens after the video.
 
     Args:
         text_states: ``[S_t, D]``, the real (unpadded) tokens after the video span.
-        pooling: ``last`` or ``mean`` (``list_text_poolings()``).
+        pooling: ``last``, ``mean`` or ``label`` (``list_text_poolings()``).
+        label_positions: indices into ``[S_t]`` of the class-name tokens (``label_token_positions``);
+            needed by ``label``.
 
     Returns:
         ``[D]``.
 
     Raises:
-        ValueError: unknown pooling, or no tokens.
+        ValueError: unknown pooling, no tokens, or ``label`` without label positions.
     """
     if pooling not in _TEXT_POOLINGS:
         raise ValueError(f"unknown text pooling {pooling!r}; valid: {', '.join(list_text_poolings())}")
     if text_states.shape[0] == 0:
         raise ValueError("no text tokens after the video span: the prompt must continue after the video")
-    return _TEXT_POOLINGS[pooling](text_states)
+    positions = None if label_positions is None else tuple(int(p) for p in label_positions)
+    return _TEXT_POOLINGS[pooling](text_states, TextPoolingContext(label_positions=positions))
 
 
 @dataclass(frozen=True)
@@ -252,17 +397,21 @@ class VideoFeatures:
 
     Attributes:
         video_id: the caller's id of the video.
-        visual: ``[T, D_in]`` per-frame visual features (prompt-independent, METHOD.md §3).
+        visual: ``[T, D_v]`` per-frame visual features (prompt-independent, METHOD.md §3); D_v = D_in
+            for ``mean``/``cls`` pooling, g²·D_in for ``grid{g}`` (``visual_dim``).
         text: role (``query``, ``support``) → ``[D_in]`` text feature under that role's prompt.
         prompt_ids: role → fsar-prompts id of the prompt that produced ``text[role]``.
         model_id: the backend's model id.
         layers: hidden-state indices averaged.
-        visual_pooling: ``mean`` or ``cls``.
-        text_pooling: ``last`` or ``mean``.
+        visual_pooling: ``mean``, ``cls`` or ``grid{g}``.
+        text_pooling: the configured default text pooling (``last``, ``mean`` or ``label``);
+            ``text_poolings`` holds what each role actually used.
         sampling: frame sampling strategy.
         frame_indices: source frame index of each of the T frames.
         label: the class label (support-eligible videos), or None.
         n_source_frames: frames in the source video.
+        text_poolings: role → the text pooling of ``text[role]`` (empty: ``text_pooling`` for every role).
+        temporal_centring: True when ``visual`` had its mean over T subtracted (zero mean over frames).
     """
 
     video_id: str
@@ -277,3 +426,10 @@ class VideoFeatures:
     frame_indices: tuple[int, ...]
     label: str | None = None
     n_source_frames: int = field(default=0)
+    text_poolings: dict[str, str] = field(default_factory=dict)
+    temporal_centring: bool = False
+
+    @property
+    def visual_dim(self) -> int:
+        """D_v, the width of ``visual`` (may differ from the text width D_in)."""
+        return int(self.visual.shape[-1])

@@ -6,8 +6,11 @@ Per batch of B videos (METHOD.md §3, "Causality matters for caching"):
    the same for every role and video). The visual features come from this pass; its key/value cache
    is kept.
 2. For each role (``query`` always, ``support`` for videos with a label) the tokens after the video,
-   right-padded to ``[B, S_t]``, run on top of that cache; the text features come from these passes.
+   right-padded to ``[B, S_t]``, run on top of that cache; the text features come from these passes,
+   pooled with that role's text pooling (``label``: the class-name tokens, found per label once).
    Rows without a label run the query suffix in the support pass and their output is dropped.
+3. With ``temporal_centring`` the pooled visual features ``[T, D_v]`` of each video lose their mean
+   over T before they are stored.
 
 With ``reuse_prefix_cache=False`` each role runs the full sequence instead (right-padded), which is
 the reference the cached path is tested against. Right padding keeps every real token's position and
@@ -43,7 +46,10 @@ from fsar_features._decode import (
     pool_visual,
     resolve_layers,
     select_layers,
+    temporal_centre,
+    text_pooling_needs_label,
 )
+from fsar_features._label_span import label_token_positions
 from fsar_features._registry import FeatureBackend, create_backend
 from fsar_features._sampling import list_samplers
 from fsar_features._video import VideoClip, VideoReadError, read_frames
@@ -75,8 +81,19 @@ class ExtractionConfig:
             random offsets from a generator seeded by (seed, video id), reproducible anywhere.
         layers: hidden-state index (0 = embeddings, ℓ = decoder layer ℓ, -1 = last), several
             indices (averaged), or a preset (``last``, ``last-4``, ``three-quarters``).
-        visual_pooling: per-frame pooling over the frame's video tokens: ``mean`` or ``cls``.
-        text_pooling: pooling over the tokens after the video: ``last`` or ``mean``.
+        visual_pooling: per-frame pooling over the frame's video tokens: ``mean`` (all V tokens,
+            ``[T, D_in]``), ``cls`` (the CLS token, ``[T, D_in]``) or ``grid1``/``grid2``/``grid4``
+            (a g × g average pooling of the patch grid, CLS dropped, ``[T, g²·D_in]``).
+        text_pooling: pooling over the tokens after the video, for every role without its own
+            choice below: ``last`` (the last token) or ``mean`` (all of them); ``label`` (the
+            class-name tokens) only when the query role has its own choice or is not run.
+        support_text_pooling: the support role's text pooling (None: ``text_pooling``); ``label``
+            averages the class-name tokens of the label-aware prompt.
+        query_text_pooling: the query role's text pooling (None: ``text_pooling``); ``last`` or
+            ``mean`` (a query prompt has no class name).
+        temporal_centring: store ``v - v.mean(over T)`` as each video's visual features ``[T, D_v]``:
+            removes what is constant over the clip (background, colour, static objects) and keeps
+            how the frames differ; the absolute appearance is lost.
         scenario: fsar-prompts scenario (``generic``; ``fsar_prompts.scenario_for(benchmark)``).
         roles: prompt roles: ``query`` (label-free, every video) and ``support`` (label-aware, videos
             with a label).
@@ -97,6 +114,9 @@ class ExtractionConfig:
     batch_size: int = 4
     reuse_prefix_cache: bool = True
     storage_dtype: str = "float16"
+    support_text_pooling: str | None = None
+    query_text_pooling: str | None = None
+    temporal_centring: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,9 +125,16 @@ class ExtractionConfig:
                 self.visual_pooling in list_visual_poolings(),
                 f"unknown visual pooling {self.visual_pooling!r}; valid: {list_visual_poolings()}",
             ),
-            (
-                self.text_pooling in list_text_poolings(),
-                f"unknown text pooling {self.text_pooling!r}; valid: {list_text_poolings()}",
+            *(
+                (
+                    pooling in list_text_poolings(),
+                    f"unknown text pooling {pooling!r} ({name}); valid: {list_text_poolings()}",
+                )
+                for name, pooling in (
+                    ("text_pooling", self.text_pooling),
+                    ("support_text_pooling", self.support_text_pooling or self.text_pooling),
+                    ("query_text_pooling", self.query_text_pooling or self.text_pooling),
+                )
             ),
             (
                 bool(self.roles) and all(r in ROLES for r in self.roles) and len(set(self.roles)) == len(self.roles),
@@ -123,6 +150,22 @@ class ExtractionConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if "query" in self.roles and text_pooling_needs_label(self.text_pooling_for("query")):
+            raise ValueError(
+                f"the query role's text pooling is {self.text_pooling_for('query')!r}, which averages class-name "
+                f"tokens, and a query prompt never carries a class name; set query_text_pooling='mean' (or 'last')"
+            )
+
+    def text_pooling_for(self, role: str) -> str:
+        """The text pooling of ``role`` (``query`` or ``support``): its own choice, else ``text_pooling``.
+
+        Raises:
+            ValueError: an unknown role.
+        """
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; valid: {list(ROLES)}")
+        own = {"query": self.query_text_pooling, "support": self.support_text_pooling}[role]
+        return own if own is not None else self.text_pooling
 
 
 class VideoItem(NamedTuple):
@@ -258,9 +301,13 @@ class FeatureExtractor:
         backend: a backend object or registered name (``list_backends()``).
         config: what to extract.
 
+    Attributes:
+        visual_dim: D_v, the width of the visual features (``hidden_size`` for ``mean``/``cls``,
+            g²·``hidden_size`` for ``grid{g}``); text features are ``hidden_size`` wide.
+
     Raises:
-        ValueError: a config the backend cannot honour (e.g. ``cls`` pooling without a CLS token,
-            layers outside the decoder).
+        ValueError: a config the backend cannot honour (e.g. ``cls`` pooling without a CLS token, a
+            grid that does not divide the backend's patch grid, layers outside the decoder).
 
     Example:
         >>> extractor = FeatureExtractor("tiny-video-llava")
@@ -284,6 +331,15 @@ class FeatureExtractor:
         query_ids = self.backend.tokenize(self.query_prompt, self.config.n_frames)
         _, self._prefix_len = find_video_span(query_ids, self.backend.video_token_id, self._n_video)
         self._prefix_ids = query_ids[: self._prefix_len]  # text before the video + the video tokens
+        # D_v from a dry run of the pooling on zeros ([T·V, D_in] -> [T, D_v]); a grid that does not fit
+        # the backend's patch grid fails here, before any video is read.
+        probe = torch.zeros(self._n_video, self.backend.hidden_size)
+        self.visual_dim = int(self._pool_visual(probe).shape[-1])
+        self._label_positions: dict[str, tuple[int, ...]] = {}  # prompt id → class-name token positions
+        if "support" in self.config.roles and text_pooling_needs_label(self.config.text_pooling_for("support")):
+            # A tokenizer without character offsets fails here, not halfway through a dataset.
+            probe_prompt = render_prompt(self.backend.family, "support", self.config.scenario, label="probe")
+            label_token_positions(self.backend, probe_prompt, self.config.n_frames)
 
     @property
     def recipe(self) -> FeatureRecipe:
@@ -299,10 +355,14 @@ class FeatureExtractor:
             model_id=self.backend.model_id,
             family=self.backend.family,
             dim=self.backend.hidden_size,
+            visual_dim=self.visual_dim,
             n_layers=self.backend.n_layers,
             layers=self.layers,
             visual_pooling=self.config.visual_pooling,
             text_pooling=self.config.text_pooling,
+            support_text_pooling=self.config.text_pooling_for("support") if "support" in self.config.roles else None,
+            query_text_pooling=self.config.text_pooling_for("query") if "query" in self.config.roles else None,
+            temporal_centring=self.config.temporal_centring,
             n_frames=self.config.n_frames,
             sampling=self.config.sampling,
             sampling_seed=self.config.sampling_seed,
@@ -325,6 +385,25 @@ class FeatureExtractor:
             size=self.backend.frame_size,
             crop=self.backend.crop_size,
         )
+
+    def _pool_visual(self, video_states: Tensor) -> Tensor:
+        """``[T·V, D_in]`` -> ``[T, D_v]``: the configured pooling, then temporal centring when asked."""
+        visual = pool_visual(
+            video_states, self.config.n_frames, self.config.visual_pooling, has_cls=self.backend.has_cls
+        )  # [T, D_v]
+        return temporal_centre(visual) if self.config.temporal_centring else visual
+
+    def _pool_text(self, role: str, text_states: Tensor, prompt: RenderedPrompt | None) -> Tensor | None:
+        """``[S_t, D_in]`` -> ``[D_in]`` with ``role``'s pooling; None for a row without this role's prompt."""
+        if prompt is None:
+            return None  # a label-free row in the support pass: its output is dropped
+        pooling = self.config.text_pooling_for(role)
+        positions = None
+        if text_pooling_needs_label(pooling):
+            if prompt.id not in self._label_positions:
+                self._label_positions[prompt.id] = label_token_positions(self.backend, prompt, self.config.n_frames)
+            positions = self._label_positions[prompt.id]
+        return pool_text(text_states, pooling, label_positions=positions)
 
     def _suffix(self, prompt: RenderedPrompt) -> list[int]:
         ids = self.backend.tokenize(prompt, self.config.n_frames)
@@ -368,7 +447,7 @@ class FeatureExtractor:
             labels: B labels or None (label-free videos get the query role only).
 
         Returns:
-            B ``VideoFeatures`` (float32, on the CPU).
+            B ``VideoFeatures`` (float32, on the CPU): visual ``[T, D_v]``, text ``[D_in]`` per role.
 
         Raises:
             ValueError: lengths differ, or a clip with other than T frames.
@@ -391,22 +470,20 @@ class FeatureExtractor:
         }
         n = len(clips)
         start, end = self._prefix_len - self._n_video, self._prefix_len
-        texts: dict[str, list[Tensor]] = {}
+        texts: dict[str, list[Tensor | None]] = {}
 
         if self.config.reuse_prefix_cache:
             prefix = torch.tensor([self._prefix_ids] * n, dtype=torch.long)  # [B, P]
             out = self.backend.forward(prefix, torch.ones_like(prefix), pixels, use_cache=True)
             hidden = select_layers(out.hidden_states, self.layers)  # [B, P, D]
-            visual = [
-                pool_visual(hidden[b, start:end], self.config.n_frames, self.config.visual_pooling) for b in range(n)
-            ]
+            visual = [self._pool_visual(hidden[b, start:end]) for b in range(n)]  # B × [T, D_v]
             cache = out.cache
             for role, rows in suffixes.items():
                 ids, mask = _right_pad(rows, self.backend.pad_token_id)  # [B, S_t]
                 full_mask = torch.cat([torch.ones(n, self._prefix_len, dtype=torch.long), mask], dim=1)
                 step = self.backend.forward(ids, full_mask, cache=cache, use_cache=True)
                 hidden_t = select_layers(step.hidden_states, self.layers)  # [B, S_t, D]
-                texts[role] = [pool_text(hidden_t[b, : len(rows[b])], self.config.text_pooling) for b in range(n)]
+                texts[role] = [self._pool_text(role, hidden_t[b, : len(rows[b])], prompts[role][b]) for b in range(n)]
                 _rewind(cache, self._prefix_len)
         else:
             visual = []
@@ -415,12 +492,9 @@ class FeatureExtractor:
                 step = self.backend.forward(ids, mask, pixels)
                 hidden = select_layers(step.hidden_states, self.layers)  # [B, S, D]
                 if not visual:
-                    visual = [
-                        pool_visual(hidden[b, start:end], self.config.n_frames, self.config.visual_pooling)
-                        for b in range(n)
-                    ]
+                    visual = [self._pool_visual(hidden[b, start:end]) for b in range(n)]  # B × [T, D_v]
                 texts[role] = [
-                    pool_text(hidden[b, end : end + len(rows[b])], self.config.text_pooling) for b in range(n)
+                    self._pool_text(role, hidden[b, end : end + len(rows[b])], prompts[role][b]) for b in range(n)
                 ]
             if not visual:  # no role at all cannot happen (config checks), kept for clarity
                 raise ValueError("no prompt role to run")
@@ -428,11 +502,12 @@ class FeatureExtractor:
         results = []
         for b in range(n):
             roles = [r for r in prompts if prompts[r][b] is not None]
+            text = {r: texts[r][b] for r in roles}
             results.append(
                 VideoFeatures(
                     video_id=video_ids[b],
                     visual=visual[b].cpu(),
-                    text={r: texts[r][b].cpu() for r in roles},
+                    text={r: t.cpu() for r, t in text.items() if t is not None},
                     prompt_ids={r: prompts[r][b].id for r in roles},
                     model_id=self.backend.model_id,
                     layers=self.layers,
@@ -442,6 +517,8 @@ class FeatureExtractor:
                     frame_indices=clips[b].indices,
                     label=labels[b],
                     n_source_frames=clips[b].n_source_frames,
+                    text_poolings={r: self.config.text_pooling_for(r) for r in roles},
+                    temporal_centring=self.config.temporal_centring,
                 )
             )
         return results

@@ -86,6 +86,18 @@ class FeatureBackend(Protocol):
         """
         ...
 
+    def tokenize_with_offsets(self, prompt: RenderedPrompt, n_frames: int) -> tuple[list[int], list[tuple[int, int]]]:
+        """``tokenize`` and each token's ``(start, end)`` character span in the expanded text.
+
+        The expanded text is ``prompt.prefix + prompt.video_placeholder × (T · V) + prompt.suffix``;
+        special tokens the tokenizer adds (``<s>``) have an empty span. The ``label`` text pooling
+        maps the class name's characters to tokens with these spans.
+
+        Raises:
+            ValueError: as ``tokenize``, or a tokenizer that cannot report character spans.
+        """
+        ...
+
     def forward(
         self,
         input_ids: Tensor,

@@ -192,22 +192,42 @@ class HFVideoBackend:
 
     def tokenize(self, prompt: RenderedPrompt, n_frames: int) -> list[int]:
         """Ids of ``prefix + placeholder × (T · V) + suffix`` (see ``FeatureBackend``)."""
+        return self._video_ids(list(self.tokenizer(self._expanded_text(prompt, n_frames)).input_ids), n_frames)
+
+    def tokenize_with_offsets(self, prompt: RenderedPrompt, n_frames: int) -> tuple[list[int], list[tuple[int, int]]]:
+        """``tokenize`` plus each token's character span (see ``FeatureBackend``).
+
+        Raises:
+            ValueError: as ``tokenize``; or a slow (Python) tokenizer, which has no offsets.
+        """
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(
+                f"backend {self.name!r} has a slow tokenizer ({type(self.tokenizer).__name__}), which gives no "
+                f"character offsets; load a fast one (AutoTokenizer.from_pretrained(..., use_fast=True))"
+            )
+        encoded = self.tokenizer(self._expanded_text(prompt, n_frames), return_offsets_mapping=True)
+        offsets = [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+        return self._video_ids(list(encoded["input_ids"]), n_frames), offsets
+
+    def _expanded_text(self, prompt: RenderedPrompt, n_frames: int) -> str:
         if prompt.family != self.family or prompt.prefix is None or prompt.suffix is None:
             raise ValueError(
                 f"backend {self.name!r} takes video prompts of the {self.family!r} family, got a "
                 f"{prompt.family!r} {prompt.role!r} prompt ({prompt.id})"
             )
-        n_video = n_frames * self.tokens_per_frame
         # Expanding the placeholder in the text and tokenising once is what the transformers
         # processors do, so the tokens around the video are the processor's.
-        text = prompt.prefix + prompt.video_placeholder * n_video + prompt.suffix
-        ids = list(self.tokenizer(text).input_ids)
+        return prompt.prefix + prompt.video_placeholder * (n_frames * self.tokens_per_frame) + prompt.suffix
+
+    def _video_ids(self, ids: list[int], n_frames: int) -> list[int]:
+        """Placeholder ids → the config's video token id, and the count checked."""
+        n_video = n_frames * self.tokens_per_frame
         if self._placeholder_id != self.video_token_id:
             ids = [self.video_token_id if i == self._placeholder_id else i for i in ids]
         found = sum(1 for i in ids if i == self.video_token_id)
         if found != n_video:
             raise ValueError(
-                f"expanding {prompt.video_placeholder!r} for T={n_frames} × V={self.tokens_per_frame} should give "
+                f"expanding the video placeholder for T={n_frames} × V={self.tokens_per_frame} should give "
                 f"{n_video} video tokens (id {self.video_token_id}) but the tokenizer gave {found}"
             )
         return ids
