@@ -106,6 +106,11 @@ class FeatureConfig:
     backend: str = "auto"
     model: str = "LanguageBind/Video-LLaVA-7B-hf"
     layers: int = -1  # decoder hidden-state index (0 = embeddings, -1 = last)
+    # mllm source, decoding (docs/features.md, "Decoding options"); all recorded in the cache recipe.
+    visual_pooling: str = "mean"  # per frame: "mean" of the frame's tokens, "cls", or "grid<g>" (g x g patch grid)
+    temporal_centring: bool = False  # store each video's frames minus their mean over T (keeps only change)
+    support_text_pooling: str = "last"  # support (label-aware) text: "last" token, "mean", or "label" (name tokens)
+    query_text_pooling: str = "last"  # query (label-free) text: "last" token or "mean" of the prompt tokens
     batch_size: int = 8  # videos per MLLM forward
     scenario: str = ""  # fsar-prompts scenario; empty = the benchmark's preset (temporal for synthetic-actions)
     # mllm source, ablations: "label_free" gives support videos the query prompt's text (no class name in

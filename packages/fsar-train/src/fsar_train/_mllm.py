@@ -163,7 +163,14 @@ def extraction_config(config: ExperimentConfig) -> ExtractionConfig:
     extractions (the store's ``add`` and ``query``) share one recipe."""
     feats = config.features
     return ExtractionConfig(
-        n_frames=feats.n_frames, layers=feats.layers, scenario=_scenario(config), batch_size=feats.batch_size
+        n_frames=feats.n_frames,
+        layers=feats.layers,
+        scenario=_scenario(config),
+        batch_size=feats.batch_size,
+        visual_pooling=feats.visual_pooling,
+        temporal_centring=feats.temporal_centring,
+        support_text_pooling=feats.support_text_pooling,
+        query_text_pooling=feats.query_text_pooling,
     )
 
 

@@ -80,7 +80,7 @@ def load_trained_run(run_dir: str | Path) -> TrainedRun:
     checkpoint = layout.checkpoint(config.eval.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint} does not exist: train the run first")
-    head = build_metric(config, cache.recipe.dim)
+    head = build_metric(config, cache.visual_dim, cache.text_dim)
     if not isinstance(head, FSARLLaVA):  # the config check above makes this a bug, not a user error
         raise TypeError(f"build_metric gave {type(head).__name__} for metric 'fsar_llava'")
     load_checkpoint_weights(head, checkpoint)
