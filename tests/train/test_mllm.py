@@ -173,3 +173,20 @@ def test_the_backend_comes_from_the_checkpoints_config_not_its_name(tmp_path):
         resolve_backend(missing)
     forced = apply_overrides(missing, ["features.backend='llava-next-video'"])
     assert resolve_backend(forced) == "llava-next-video"
+
+
+def test_each_decoding_gets_its_own_cache_folder_and_the_default_keeps_its_name():
+    default = load_preset("synthetic-actions-llava")
+    plain = mllm_cache_dir(default)
+    decoded = apply_overrides(
+        default,
+        [
+            "features.layers=1",
+            "features.temporal_centring=true",
+            "features.visual_pooling=grid4",
+            "features.support_text_pooling=label",
+            "features.query_text_pooling=mean",
+        ],
+    )
+    assert mllm_cache_dir(decoded).name == plain.name + "-layer1-centred-grid4-support_label-query_mean"
+    assert mllm_cache_dir(apply_overrides(default, ["features.layers=1"])).name == plain.name + "-layer1"

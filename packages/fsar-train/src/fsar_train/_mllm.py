@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fsar_features import ExtractionConfig, FeatureCache, VideoItem, backend_for_model, extract_features
 from fsar_prompts import list_benchmarks, scenario_for
-from fsar_train._config import ExperimentConfig
+from fsar_train._config import ExperimentConfig, FeatureConfig
 from fsar_train._features import TextRole
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit
@@ -132,8 +132,9 @@ def resolve_backend(config: ExperimentConfig) -> str:
 
 def mllm_cache_dir(config: ExperimentConfig) -> Path:
     """Where a run's MLLM features live: ``features.cache_dir``, or under ``data.root`` a folder named
-    after the model: ``mllm-<backend>[-<model folder>|-<builtin name>-<weights hash>][-random<seed>]``,
-    so caches of different models never meet (a cache refuses features of another recipe)."""
+    after the model and the decoding: ``mllm-<backend>[-<model folder>|-<builtin name>-<weights hash>]
+    [-random<seed>][-<decoding>]``, so caches of different models or decodings never meet (a cache
+    refuses features of another recipe)."""
     feats = config.features
     if feats.cache_dir:
         return Path(feats.cache_dir)
@@ -145,7 +146,27 @@ def mllm_cache_dir(config: ExperimentConfig) -> Path:
         name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace("\\", "/").rsplit("/", 1)[-1])
     if feats.random_init_seed >= 0:
         name += f"-random{feats.random_init_seed}"
-    return Path(config.data.root) / name
+    return Path(config.data.root) / (name + _decoding_suffix(config))
+
+
+def _decoding_suffix(config: ExperimentConfig) -> str:
+    """``-T16-layer1-centred-grid4-support_label-query_mean`` for what differs from the default decoding
+    (so each decoding gets its own cache folder; the default keeps the plain name)."""
+    feats, default = config.features, FeatureConfig()
+    parts = []
+    if feats.n_frames != default.n_frames:
+        parts.append(f"T{feats.n_frames}")
+    if feats.layers != default.layers:
+        parts.append(f"layer{feats.layers}")
+    if feats.temporal_centring:
+        parts.append("centred")
+    if feats.visual_pooling != default.visual_pooling:
+        parts.append(feats.visual_pooling)
+    if feats.support_text_pooling != default.support_text_pooling:
+        parts.append(f"support_{feats.support_text_pooling}")
+    if feats.query_text_pooling != default.query_text_pooling:
+        parts.append(f"query_{feats.query_text_pooling}")
+    return "".join(f"-{p}" for p in parts)
 
 
 def _scenario(config: ExperimentConfig) -> str:
