@@ -49,7 +49,8 @@ def test_the_mllm_source_extracts_each_split_once_into_one_cache(tiny_config, tm
     assert test.text_roles == frozenset({"query", "support"})
     assert test.class_names == list(splits["test"].class_names)
     visual = test.visual([0, 1])
-    assert visual.shape == (2, 8, cache.recipe.dim)
+    assert visual.shape == (2, 8, cache.visual_dim)
+    assert cache.visual_dim == 16 * cache.text_dim  # the preset's 4 x 4 grid of patch states
     assert test.text([0, 1], "support").shape == (2, cache.recipe.dim)
     # The label-aware text of a video differs from its label-free text.
     assert not torch.equal(test.text([0], "support"), test.text([0], "query"))
@@ -99,12 +100,12 @@ def test_the_label_free_support_prompt_does_not_count_as_using_class_names(tiny_
 
 
 def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(tiny_config, tmp_path):
-    from fsar_train import EpisodeList, build_metric, feature_dim, run_episodes
+    from fsar_train import EpisodeList, build_metric, feature_dim, run_episodes, text_dim
 
     sources, _ = load_sources(tiny_config, tmp_path, progress=False)
     test = sources["test"]
     torch.manual_seed(0)
-    head = build_metric(tiny_config, feature_dim(test)).eval()
+    head = build_metric(tiny_config, feature_dim(test), text_dim(test)).eval()
     episodes = EpisodeList.sample(test.labels, test.video_ids, count=20, n_way=5, n_shot=1, n_query=1, seed=0)
 
     class EpisodeOnly(torch.nn.Module):  # the same head without encode_pool: the per-episode path
@@ -152,10 +153,13 @@ def test_the_default_preset_loads_the_shipped_model_and_the_random_control_its_a
     assert backend_kwargs(random) == {"model": str(folder), "model_id": model_id, "random_init_seed": 0}
     # Different models never share a cache folder.
     digest = model_id.rsplit("@", 1)[1]
-    assert mllm_cache_dir(default).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}"
-    assert mllm_cache_dir(random).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}-random0"
+    decoding = "-layer1-centred-grid4"  # the preset's decoding (docs/results.md)
+    assert mllm_cache_dir(default).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}{decoding}"
+    assert (
+        mllm_cache_dir(random).name == f"mllm-video-llava-tiny-video-llava-synthetic-actions-{digest}-random0{decoding}"
+    )
     hub = apply_overrides(default, ["features.model='LanguageBind/Video-LLaVA-7B-hf'", "features.backend=video-llava"])
-    assert mllm_cache_dir(hub).name == "mllm-video-llava-Video-LLaVA-7B-hf"
+    assert mllm_cache_dir(hub).name == f"mllm-video-llava-Video-LLaVA-7B-hf{decoding}"
     with pytest.raises(ValueError, match="unknown builtin model 'nope'; shipped: tiny-video-llava-synthetic-actions"):
         builtin_model("builtin:nope")
     with pytest.raises(ValueError, match=r"unknown builtin model '\.\./"):
@@ -176,8 +180,14 @@ def test_the_backend_comes_from_the_checkpoints_config_not_its_name(tmp_path):
 
 
 def test_each_decoding_gets_its_own_cache_folder_and_the_default_keeps_its_name():
-    default = load_preset("synthetic-actions-llava")
+    from fsar_train import builtin_model
+
+    default = load_preset(
+        "synthetic-actions-llava",
+        ["features.layers=-1", "features.temporal_centring=false", "features.visual_pooling=mean"],
+    )
     plain = mllm_cache_dir(default)
+    assert plain.name.endswith(builtin_model(default.features.model)[1].rsplit("@", 1)[1])  # no decoding suffix
     decoded = apply_overrides(
         default,
         [
