@@ -83,14 +83,16 @@ def text_dim(source: FeatureSource) -> int | None:
 #: Widths that follow the feature widths when a config leaves them out, from the visual width D_in and
 #: the text width D_t (the MLLM hidden width; D_in is wider only for a spatial grid of patch states):
 #: the FSAR-LLaVA head at D = min(D_t, 1024) (1024 for the 7B models' 4096, as CLIP-FSAR-scale heads;
-#: the full width of a tiny model), trx with its key/value width at min(D_in, 1152) (TRX's 1152).
+#: the full width of a tiny model), trx with its key/value width at min(D_t, 1152) (TRX's 1152 for the
+#: 7B models; the model width, not the g²-times wider concatenation of a spatial grid, which made trx's
+#: projections 16x larger and its training 8x slower on the tiny model's 4 x 4 grid).
 DEFAULT_SIZES: dict[str, Callable[[int, int], dict[str, int | None]]] = {
     "fsar_llava": lambda d_in, d_t: {
         "in_dim": d_in,
         "text_in_dim": None if d_t == d_in else d_t,
         "dim": min(d_t, 1024),
     },
-    "trx": lambda d_in, d_t: {"dim": d_in, "key_dim": min(d_in, 1152)},
+    "trx": lambda d_in, d_t: {"dim": d_in, "key_dim": min(d_t, 1152)},
 }
 
 
