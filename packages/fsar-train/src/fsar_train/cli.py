@@ -3,7 +3,7 @@
 ::
 
     fsar-train presets                                   # list the shipped presets
-    fsar-train config --preset ucf101 -o episodes.n_shot=5          # print the resolved config
+    fsar-train config --benchmark ucf101 -o episodes.n_shot=5       # print the resolved config
     fsar-train synth --root data/synthetic-actions      # generate synthetic-actions (idempotent)
     fsar-train run --run-dir runs/default                # the default experiment (synthetic-actions-llava)
     fsar-train run --benchmark hmdb51 --data-root /data/hmdb51 --split-dir /data/splits/hmdb_ARN \
