@@ -124,7 +124,7 @@ def run_main_job(
     if with_store and config.metric.name == "fsar_llava" and config.features.source == "mllm":
         from fsar_apps.store import build_store_from_run
 
-        store = build_store_from_run(run_dir)
+        store = build_store_from_run(run_dir, sources=result.sources)  # the run's sources: no second cache check
         console.print(f"prototype store: {len(store)} meta-test actions in {store.uri} (`fsar store list`)")
     console.print(f"run folder: {run_dir} (results.json, plots, checkpoints)")
     return result

@@ -397,8 +397,9 @@ class VideoFeatures:
 
     Attributes:
         video_id: the caller's id of the video.
-        visual: ``[T, D_v]`` per-frame visual features (prompt-independent, METHOD.md §3); D_v = D_in
-            for ``mean``/``cls`` pooling, g²·D_in for ``grid{g}`` (``visual_dim``).
+        visual: ``[T, D_v]`` per-frame visual features (prompt-independent: the video precedes every
+            prompt's own words); D_v = D_in for ``mean``/``cls`` pooling, g²·D_in for ``grid{g}``
+            (``visual_dim``).
         text: role (``query``, ``support``) → ``[D_in]`` text feature under that role's prompt.
         prompt_ids: role → fsar-prompts id of the prompt that produced ``text[role]``.
         model_id: the backend's model id.

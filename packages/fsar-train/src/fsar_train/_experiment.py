@@ -76,12 +76,16 @@ class ExperimentResult:
         results: shots K → method name → result on the saved test episodes (every method the same episodes).
         trained: trained method name → its training summary (steps, best step, best meta-val accuracy).
         reused: True when the results were read back from an earlier run with the same config.
+        sources: the feature sources the evaluation read (split name → source), so a caller that goes
+            on with the same data (the apps' store) need not load and check the cache again; empty
+            when the results were read back.
     """
 
     run_dir: Path
     results: dict[int, dict[str, MethodResult]]
     trained: dict[str, dict[str, Any]] = field(default_factory=dict)
     reused: bool = False
+    sources: dict[str, FeatureSource] = field(default_factory=dict)
 
     @property
     def layout(self) -> RunLayout:
@@ -303,4 +307,4 @@ def evaluate_run(
         "config": config_to_dict(config),
     }
     atomic_write_json(layout.results, payload, indent=None)
-    return ExperimentResult(layout.root, results, dict(trained or {}))
+    return ExperimentResult(layout.root, results, dict(trained or {}), sources=dict(sources))

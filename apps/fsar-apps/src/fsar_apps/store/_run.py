@@ -119,7 +119,7 @@ def build_store_from_run(
     """A store of every meta-test action of a run, each from its first ``shots`` test videos, with the
     open-set threshold calibrated on meta-val (``calibrate_unknown_threshold``)."""
     run = load_trained_run(run_dir)
-    if sources is None:
+    if not sources:
         sources, _ = load_sources(run.config, run.folder, progress=False)
     test = sources["test"]
     store = open_run_store(run)
