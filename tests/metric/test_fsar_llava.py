@@ -14,6 +14,7 @@ from fsar_metric import (
     FSARLLaVAConfig,
     LossConfig,
     MFEMConfig,
+    MPMMConfig,
     ablation,
     episode_losses,
     list_ablations,
@@ -155,6 +156,29 @@ def test_cross_attention_option_adds_parameters_that_learn():
 def test_bad_head_options_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         FSARLLaVA(**fields)
+
+
+def test_sections_given_as_mappings_build_the_same_head_as_dataclasses():
+    """A TOML table (``metric.options.losses``) reaches the head like a LossConfig would."""
+    plain = small_head(losses={"base_class_ce": 2.0}, mpmm={"cues": ["visual", "cross"], "tau": 0.2})
+    typed = small_head(losses=LossConfig(base_class_ce=2.0), mpmm=MPMMConfig(cues=("visual", "cross"), tau=0.2))
+    assert plain.config == typed.config
+    assert plain.config.mpmm.cues == ("visual", "cross")
+    ep = multimodal_episode()
+    assert "base_class_ce" in episode_losses(plain, ep)
+    torch.testing.assert_close(score_episode(plain, ep), score_episode(typed, ep))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"losses": {"base_class": 1.0}}, r"unknown losses option\(s\) \['base_class'\]; valid: base_class_ce"),
+        ({"mpmm": {"cues": ["visual", "audio"]}}, r"mpmm.cues entry='audio' is not valid"),
+    ],
+)
+def test_bad_section_options_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        small_head(**fields)
 
 
 def test_bad_component_options_are_refused():

@@ -18,7 +18,7 @@ from the pool, which is how evaluation over 10,000 episodes stays fast.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "FSARLLaVAConfig",
     "LossConfig",
     "ablation",
+    "config_from_fields",
     "list_ablations",
 ]
 
@@ -97,6 +98,40 @@ class FSARLLaVAConfig:
             raise ValueError(f"dim = {self.dim} must be divisible by n_heads = {self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+
+#: The sections of ``FSARLLaVAConfig`` that are dataclasses of their own.
+_SECTIONS: dict[str, type] = {"mfem": MFEMConfig, "ctpc": CTPCConfig, "mpmm": MPMMConfig, "losses": LossConfig}
+
+
+def config_from_fields(fields: Mapping[str, Any]) -> FSARLLaVAConfig:
+    """An ``FSARLLaVAConfig`` from plain values, as a TOML table or a command line gives them.
+
+    A section (``mfem``, ``ctpc``, ``mpmm``, ``losses``) may be a mapping of its fields
+    (``{"losses": {"base_class_ce": 1.0}}``); lists become tuples (``cues``, ``fixed_weights``).
+
+    Raises:
+        ValueError: an unknown field, at the top or in a section; the message lists the valid ones.
+
+    Example:
+        >>> config_from_fields({"in_dim": 64, "mpmm": {"cues": ["visual", "cross"]}}).mpmm.cues
+        ('visual', 'cross')
+    """
+    known = {f.name for f in dataclasses.fields(FSARLLaVAConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown FSARLLaVAConfig fields {unknown}; valid: {', '.join(sorted(known))}")
+    values = dict(fields)
+    for section, kind in _SECTIONS.items():
+        given = values.get(section)
+        if not isinstance(given, Mapping):
+            continue
+        valid = {f.name for f in dataclasses.fields(kind)}
+        bad = sorted(set(given) - valid)
+        if bad:
+            raise ValueError(f"unknown {section} option(s) {bad}; valid: {', '.join(sorted(valid))}")
+        values[section] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    return FSARLLaVAConfig(**values)
 
 
 def _replace(config: FSARLLaVAConfig, section: str, **changes: Any) -> FSARLLaVAConfig:
@@ -189,7 +224,8 @@ class FSARLLaVA(nn.Module):
 
     Args:
         config: a full ``FSARLLaVAConfig``; or leave it None and pass its fields as keywords
-            (``create_metric("fsar_llava", in_dim=4096, dim=1024)``).
+            (``create_metric("fsar_llava", in_dim=4096, dim=1024)``), sections as mappings
+            (``losses={"base_class_ce": 1.0}``, ``mpmm={"cues": ("visual", "cross")}``).
         temperature: if given, the fused logits are divided by it (the contract option).
         check_finite: raise on NaN / inf inputs.
 
@@ -220,11 +256,7 @@ class FSARLLaVA(nn.Module):
         if config is not None and fields:
             raise ValueError(f"give FSARLLaVA a config or fields, not both (got fields {sorted(fields)})")
         if config is None:
-            known = {f.name for f in dataclasses.fields(FSARLLaVAConfig)}
-            unknown = sorted(set(fields) - known)
-            if unknown:
-                raise ValueError(f"unknown FSARLLaVAConfig fields {unknown}; valid: {', '.join(sorted(known))}")
-            config = FSARLLaVAConfig(**fields)
+            config = config_from_fields(fields)
         check_temperature(temperature)
         self.config = config
         self.temperature = temperature
