@@ -116,6 +116,24 @@ def test_dict_fields_take_new_entries_by_dotted_key():
         apply_overrides(cfg, ["train.loss_weights.x=big"])
 
 
+def test_a_table_inside_metric_options_takes_dotted_keys_and_reads_back(tmp_path):
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        ["metric.options.losses.base_class_ce=1.0", "metric.options.losses.base_class_tau=0.2",
+         "metric.options.mpmm.cues=['visual', 'cross']", "metric.options.dim=32"],
+    )  # fmt: skip
+    assert cfg.metric.options == {
+        "losses": {"base_class_ce": 1.0, "base_class_tau": 0.2},
+        "mpmm": {"cues": ["visual", "cross"]},
+        "dim": 32,
+    }
+    path = tmp_path / "config.toml"
+    path.write_text(config_to_toml(cfg))
+    assert load_config(path) == cfg
+    with pytest.raises(ValueError, match=r"'metric.options.dim.x': 'dim' holds 32, not a table"):
+        apply_overrides(cfg, ["metric.options.dim.x=1"])
+
+
 def test_unknown_preset_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="unknown preset 'ssv3'; presets: fsar-llava, synthetic-actions"):
         load_preset("ssv3")

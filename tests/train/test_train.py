@@ -9,14 +9,18 @@ import json
 import pytest
 import torch
 
+import fsar_train._train
 from fsar_metric import list_metrics
 from fsar_train import (
+    ConcatFeatures,
     EpisodeList,
     MetricConfig,
+    SubsetFeatures,
     TensorFeatures,
     apply_overrides,
     build_metric,
     evaluate_methods,
+    hold_out_classes,
     lr_factor,
     run_episodes,
     train,
@@ -152,3 +156,88 @@ def test_every_registered_metric_trains_and_evaluates_through_the_episode_contra
     evaluated = evaluate_methods({name: result.metric}, task["test"], episodes)[name]
     assert 0 <= evaluated.accuracy <= 100
     assert evaluated.uses_class_names == bool(getattr(result.metric, "uses_text", False))
+
+
+def test_subset_and_concat_views_read_the_same_features_as_the_source():
+    task = _text_task(0, n_classes=5, per_class=3)
+    sub = SubsetFeatures(task, [4, 1])
+    assert sub.class_names == ["class4", "class1"]
+    assert sub.labels == [1, 1, 1, 0, 0, 0]  # class1's videos come first, as in the source
+    torch.testing.assert_close(sub.visual([0, 5]), task.visual([3, 14]))
+    torch.testing.assert_close(sub.text([4], "query"), task.text([13], "query"))
+    other = TensorFeatures(torch.randn(2, 4, 24), [0, 0], class_names=["extra"], video_ids=["e0", "e1"],
+                           support_text=torch.randn(2, 24), query_text=torch.randn(2, 24))  # fmt: skip
+    both = ConcatFeatures([sub, other])
+    assert both.class_names == ["class4", "class1", "extra"]
+    assert both.labels == [1, 1, 1, 0, 0, 0, 2, 2]
+    # Positions from both parts, in any order, come back in the asked order.
+    torch.testing.assert_close(both.visual([7, 0, 6]), torch.stack([other.visual([1])[0], task.visual([3])[0],
+                                                                     other.visual([0])[0]]))  # fmt: skip
+    torch.testing.assert_close(both.text([6, 1], "support"), torch.stack([other.text([0], "support")[0],
+                                                                          task.text([4], "support")[0]]))  # fmt: skip
+
+
+def test_views_refuse_bad_input():
+    task = _text_task(0, n_classes=3, per_class=2)
+    with pytest.raises(ValueError, match=r"classes must be distinct indices in 0..2, got \[0, 3\]"):
+        SubsetFeatures(task, [0, 3])
+    with pytest.raises(ValueError, match=r"class names occur in more than one source: \['class0'\]"):
+        ConcatFeatures([task, SubsetFeatures(task, [0])])
+    visual_only = TensorFeatures(torch.randn(2, 4, 24), [0, 1], class_names=["x", "y"])
+    with pytest.raises(ValueError, match="different text roles"):
+        ConcatFeatures([task, visual_only])
+    with pytest.raises(ValueError, match=r"val_train_classes = 2 must be >= 0 and leave meta-train at least 2"):
+        hold_out_classes(task, visual_only, 2, seed=1)
+
+
+def test_held_out_classes_leave_training_and_join_validation():
+    train_src, val_src = _text_task(1, n_classes=10), _text_task(2, n_classes=3)
+    val_src = TensorFeatures(val_src.visual(range(18)), val_src.labels, class_names=["v0", "v1", "v2"],
+                             support_text=val_src.text(range(18), "support"),
+                             query_text=val_src.text(range(18), "query"))  # fmt: skip
+    kept, widened = hold_out_classes(train_src, val_src, 4, seed=1)
+    held = widened.class_names[3:]
+    assert len(held) == 4
+    assert widened.class_names[:3] == ["v0", "v1", "v2"]
+    assert set(kept.class_names).isdisjoint(held)
+    assert sorted(kept.class_names + held) == sorted(train_src.class_names)
+    assert len(kept.labels) + len(widened.labels) == len(train_src.labels) + len(val_src.labels)
+    again, _ = hold_out_classes(train_src, val_src, 4, seed=1)
+    assert again.class_names == kept.class_names  # seeded
+    assert hold_out_classes(train_src, val_src, 0, seed=1) == (train_src, val_src)
+
+
+def test_training_validates_on_the_held_out_classes_and_never_trains_on_them(tmp_path, tiny_train_config, monkeypatch):
+    cfg = dataclasses.replace(tiny_train_config, metric=MetricConfig(name="fsar_llava"))
+    cfg = apply_overrides(cfg, [*SMALL_OPTIONS.get("fsar_llava", []), "train.steps=2", "train.val_every=2",
+                                "train.val_train_classes=3", "episodes.n_way=3"])  # fmt: skip
+    train_src, val_src = _text_task(1, n_classes=8), _text_task(2, n_classes=2)
+    val_src = TensorFeatures(val_src.visual(range(12)), val_src.labels, class_names=["v0", "v1"],
+                             support_text=val_src.text(range(12), "support"),
+                             query_text=val_src.text(range(12), "query"))  # fmt: skip
+    _, widened = hold_out_classes(train_src, val_src, 3, seed=cfg.train.val_seed)
+    seen, validating = [], [False]
+    original_read, original_validate = train_src.visual, fsar_train._train.run_episodes
+
+    def spy(positions):
+        if not validating[0]:
+            seen.extend(train_src.labels[p] for p in positions)
+        return original_read(positions)
+
+    def validate(*args, **kwargs):
+        validating[0] = True
+        try:
+            return original_validate(*args, **kwargs)
+        finally:
+            validating[0] = False
+
+    train_src.visual = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(fsar_train._train, "run_episodes", validate)
+    train(cfg, train_src, val_src, tmp_path / "run", progress=False)
+    val_list = EpisodeList.load(tmp_path / "run" / "val_episodes.json")
+    used = {widened.class_names[c] for ep in val_list.episodes for c in ep.class_ids}
+    held = set(widened.class_names[2:])
+    assert used & held, "validation episodes should draw on the held-out meta-train classes"
+    trained_on = {train_src.class_names[c] for c in seen}
+    assert trained_on
+    assert trained_on.isdisjoint(held)

@@ -54,7 +54,16 @@ from fsar_train._experiment import (
     read_results,
     run_experiment,
 )
-from fsar_train._features import FeatureSource, TensorFeatures, TextRole, build_episode, class_anchors
+from fsar_train._features import (
+    ConcatFeatures,
+    FeatureSource,
+    SubsetFeatures,
+    TensorFeatures,
+    TextRole,
+    build_episode,
+    class_anchors,
+    hold_out_classes,
+)
 from fsar_train._layout import RunLayout
 from fsar_train._mllm import (
     CachedFeatures,
@@ -117,6 +126,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CachedFeatures",
+    "ConcatFeatures",
     "DataConfig",
     "DatasetSplit",
     "EpisodeConfig",
@@ -138,6 +148,7 @@ __all__ = [
     "SplitEntry",
     "SplitFiles",
     "SplitFilesNotFoundError",
+    "SubsetFeatures",
     "SyntheticClass",
     "SyntheticConfig",
     "SyntheticVideo",
@@ -166,6 +177,7 @@ __all__ = [
     "feature_dim",
     "find_split_files",
     "generate_synthetic_actions",
+    "hold_out_classes",
     "list_benchmarks",
     "list_builtin_models",
     "list_feature_sources",

@@ -154,6 +154,9 @@ class TrainConfig:
     val_every: int = 100  # validate on meta-val every N steps (and after the last step)
     val_episodes: int = 1000  # fixed, seeded val episode list (the shared library uses 1,000)
     val_seed: int = 1
+    # Meta-train classes moved to validation (seeded by val_seed; the head never trains on them) when meta-val
+    # has too few classes for varied episodes (synthetic-actions: 5, i.e. one 5-way task). 0 = meta-val only.
+    val_train_classes: int = 0
     checkpoint_every: int = 100  # write last.pt every N steps (and after the last step)
     seed: int = 0  # model initialisation, training episodes, dropout
     # Weight of each named loss term from fsar_metric.episode_losses; unlisted terms weigh 1.0, 0 skips.
@@ -337,6 +340,8 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: metric.options.losses = {"base_class_ce" = 1.0}
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
@@ -524,7 +529,8 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str] | tuple[str, ...]) -> ExperimentConfig:
-    """Apply ``section.key=value`` overrides; ``metric.options.<arg>`` and ``train.loss_weights.<term>`` add entries.
+    """Apply ``section.key=value`` overrides; ``metric.options.<arg>`` and ``train.loss_weights.<term>`` add entries
+    (``metric.options.<table>.<arg>`` one inside a table, e.g. ``metric.options.losses.base_class_ce=1.0``).
 
     Raises:
         ValueError: no ``=``, an unknown key, or a value whose type differs from the field's.
@@ -557,9 +563,15 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | tuple[str, 
                 continue
             prefix = ".".join(parts[:depth])
             if typing.get_origin(annotation) is dict and depth < len(parts) - 1:
-                entry = ".".join(parts[depth + 1 :])
+                # metric.options.losses.base_class_ce=1 sets options["losses"]["base_class_ce"].
                 current = dict(getattr(node, part))
-                current[entry] = value
+                inner = current
+                for name in parts[depth + 1 : -1]:
+                    child = inner.get(name, {})
+                    if not isinstance(child, dict):
+                        raise ValueError(f"config key {key!r}: {name!r} holds {child!r}, not a table")
+                    inner[name] = inner = dict(child)
+                inner[parts[-1]] = value
                 update = {part: current}
             elif depth == len(parts) - 1:
                 update = {part: value}

@@ -8,16 +8,26 @@ fsar-features cache implements the same protocol; ``TensorFeatures`` holds tenso
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from fsar_metric import Episode
 from fsar_train._episodes import EpisodeIndices
 
-__all__ = ["FeatureSource", "TensorFeatures", "TextRole", "build_episode", "class_anchors"]
+__all__ = [
+    "ConcatFeatures",
+    "FeatureSource",
+    "SubsetFeatures",
+    "TensorFeatures",
+    "TextRole",
+    "build_episode",
+    "class_anchors",
+    "hold_out_classes",
+]
 
 #: ``support``: the label-aware prompt (names the class); ``query``: the label-free prompt.
 TextRole = Literal["support", "query"]
@@ -146,6 +156,156 @@ class TensorFeatures:
             support_text=self._texts["support"].to(device) if "support" in self._texts else None,
             query_text=self._texts["query"].to(device) if "query" in self._texts else None,
         )
+
+
+class SubsetFeatures:
+    """The videos of some classes of a source, as a source of their own (no features are copied).
+
+    Args:
+        source: the source to view.
+        classes: ``[C']`` class indices of ``source`` to keep, in the order of the new class indices.
+
+    Example:
+        >>> import torch
+        >>> src = TensorFeatures(torch.randn(6, 2, 4), [0, 0, 1, 1, 2, 2], class_names=["a", "b", "c"])
+        >>> sub = SubsetFeatures(src, [2, 0])
+        >>> sub.class_names, sub.labels, sub.video_ids
+        (['c', 'a'], [1, 1, 0, 0], ['0', '1', '4', '5'])
+    """
+
+    def __init__(self, source: FeatureSource, classes: Sequence[int]) -> None:
+        names = list(source.class_names)
+        bad = [c for c in classes if not 0 <= c < len(names)]
+        if bad or len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be distinct indices in 0..{len(names) - 1}, got {list(classes)}")
+        new_index = {c: i for i, c in enumerate(classes)}
+        self._source = source
+        self._positions = [p for p, label in enumerate(source.labels) if label in new_index]
+        all_ids = source.video_ids
+        self._ids = [all_ids[p] for p in self._positions]
+        self._labels = [new_index[source.labels[p]] for p in self._positions]
+        self._names = [names[c] for c in classes]
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self._ids
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._names
+
+    @property
+    def text_roles(self) -> frozenset[str]:
+        return self._source.text_roles
+
+    def _map(self, positions: Sequence[int]) -> list[int]:
+        return [self._positions[p] for p in positions]
+
+    def visual(self, positions: Sequence[int]) -> Tensor:
+        return self._source.visual(self._map(positions))
+
+    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
+        return self._source.text(self._map(positions), role)
+
+
+class ConcatFeatures:
+    """Several sources as one: videos and classes one after the other (class names must not repeat).
+
+    Every part must have the same text roles and feature widths (checked when read).
+
+    Example:
+        >>> import torch
+        >>> a = TensorFeatures(torch.randn(2, 2, 4), [0, 0], class_names=["a"], video_ids=["x", "y"])
+        >>> b = TensorFeatures(torch.randn(2, 2, 4), [0, 1], class_names=["b", "c"], video_ids=["z", "w"])
+        >>> both = ConcatFeatures([a, b])
+        >>> both.class_names, both.labels, both.visual([1, 2]).shape
+        (['a', 'b', 'c'], [0, 0, 1, 2], torch.Size([2, 2, 4]))
+    """
+
+    def __init__(self, parts: Sequence[FeatureSource]) -> None:
+        if not parts:
+            raise ValueError("ConcatFeatures needs at least one source")
+        roles = {p.text_roles for p in parts}
+        if len(roles) != 1:
+            raise ValueError(f"sources with different text roles cannot be joined: {sorted(map(sorted, roles))}")
+        self._parts = list(parts)
+        self._names: list[str] = []
+        self._labels: list[int] = []
+        self._ids: list[str] = []
+        self._where: list[tuple[int, int]] = []  # position → (part, position in the part)
+        for i, part in enumerate(parts):
+            offset = len(self._names)
+            self._names.extend(part.class_names)
+            self._labels.extend(offset + label for label in part.labels)
+            self._ids.extend(part.video_ids)
+            self._where.extend((i, p) for p in range(len(part.labels)))
+        repeated = sorted({n for n in self._names if self._names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"class names occur in more than one source: {repeated}")
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self._ids
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._names
+
+    @property
+    def text_roles(self) -> frozenset[str]:
+        return self._parts[0].text_roles
+
+    def _gather(self, positions: Sequence[int], read: Callable[[FeatureSource, list[int]], Tensor]) -> Tensor:
+        """Read each part's positions in one call and put the rows back in the asked order."""
+        by_part: dict[int, list[int]] = {}
+        for p in positions:
+            by_part.setdefault(self._where[p][0], []).append(p)
+        rows: dict[int, Tensor] = {}
+        for part, wanted in by_part.items():
+            block = read(self._parts[part], [self._where[p][1] for p in wanted])
+            rows.update({p: block[i] for i, p in enumerate(wanted)})
+        return torch.stack([rows[p] for p in positions])
+
+    def visual(self, positions: Sequence[int]) -> Tensor:
+        return self._gather(positions, lambda part, local: part.visual(local))
+
+    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
+        return self._gather(positions, lambda part, local: part.text(local, role))
+
+
+def hold_out_classes(
+    train: FeatureSource, val: FeatureSource, n_classes: int, seed: int
+) -> tuple[FeatureSource, FeatureSource]:
+    """Move ``n_classes`` seeded meta-train classes from training to validation.
+
+    A meta-val split with few classes makes every validation episode the same task (synthetic-actions:
+    5 classes, one 5-way task); classes held out of meta-train widen it while staying unseen by the
+    trained head. The held-out classes are drawn with ``numpy.random.default_rng([seed, n_classes])``.
+
+    Returns:
+        ``(train without them, val followed by them)``; both unchanged when ``n_classes`` is 0.
+
+    Raises:
+        ValueError: ``n_classes`` is negative or leaves meta-train fewer than 2 classes.
+    """
+    if n_classes == 0:
+        return train, val
+    total = len(train.class_names)
+    if n_classes < 0 or total - n_classes < 2:
+        raise ValueError(
+            f"train.val_train_classes = {n_classes} must be >= 0 and leave meta-train at least 2 of its {total} classes"
+        )
+    held = sorted(np.random.default_rng([seed, n_classes]).choice(total, size=n_classes, replace=False).tolist())
+    kept = [c for c in range(total) if c not in set(held)]
+    return SubsetFeatures(train, kept), ConcatFeatures([val, SubsetFeatures(train, held)])
 
 
 def class_anchors(source: FeatureSource) -> Tensor | None:

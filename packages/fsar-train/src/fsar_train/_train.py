@@ -41,7 +41,7 @@ from fsar_metric import Episode, create_metric, episode_losses, get_metric_class
 from fsar_train._config import ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
 from fsar_train._episodes import EpisodeList, EpisodeSampler
 from fsar_train._evaluate import mean_ci, run_episodes
-from fsar_train._features import FeatureSource, build_episode, class_anchors
+from fsar_train._features import FeatureSource, build_episode, class_anchors, hold_out_classes
 from fsar_train._io import atomic_path, atomic_write_json, atomic_write_text
 from fsar_train._progress import make_progress
 
@@ -270,7 +270,9 @@ def train(
     Args:
         config: the experiment config (its ``train``, ``episodes`` and ``metric`` sections are used).
         train_source: meta-train features.
-        val_source: meta-val features (model selection; the test split is never used here).
+        val_source: meta-val features (model selection; the test split is never used here). With
+            ``train.val_train_classes`` > 0, that many meta-train classes move from training to
+            validation (``hold_out_classes``).
         run_dir: the run folder.
         metric: a pre-built metric instead of ``build_metric(config, D)`` (its weights are then
             whatever it holds).
@@ -288,6 +290,7 @@ def train(
     """
     tc = config.train
     run_dir = prepare_run_dir(run_dir, config)
+    train_source, val_source = hold_out_classes(train_source, val_source, tc.val_train_classes, tc.val_seed)
     world, rank, local_rank = _distributed()
     if tc.episodes_per_step % world:
         raise ValueError(f"train.episodes_per_step = {tc.episodes_per_step} must be a multiple of WORLD_SIZE = {world}")
