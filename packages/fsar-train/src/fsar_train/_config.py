@@ -164,6 +164,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     autocast: Literal["off", "bf16"] = "off"  # bf16 autocast on GPU
     log_every: int = 10
+    per_shot: bool = False  # also train a model per other evaluated shot K (in shot<K>/); else one at episodes.n_shot
 
 
 @dataclass(frozen=True)

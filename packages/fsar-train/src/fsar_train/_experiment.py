@@ -4,11 +4,14 @@
 
 1. splits → feature sources (the ``mllm`` source extracts what its cache lacks);
 2. train ``config.metric`` on meta-train with meta-val selection (resuming from ``last.pt``), and
-   each of ``eval.trained_baselines`` (``trx``) the same way in ``baselines/<name>/``;
+   each of ``eval.trained_baselines`` (``trx``) the same way in ``baselines/<name>/``; with
+   ``train.per_shot``, train both again at every other evaluated shot count K (``episodes.n_shot =
+   K``, nothing else changed) in ``shot<K>/`` and ``baselines/<name>/shot<K>/``;
 3. evaluate, on the saved test episodes that every method shares (one list per shot count): the
    method (its ``eval.checkpoint``), the test-time ablations of an FSAR-LLaVA head
    (``eval.head_ablations``: same weights, one MPMM switch), the parameter-free baselines
-   (``eval.baselines``) and the trained baselines;
+   (``eval.baselines``) and the trained baselines; at K shots the trained ones are the models
+   trained at K when the run trains per shot, else the ones trained at ``episodes.n_shot``;
 4. write ``results.json`` (with per-episode accuracies, for paired comparisons), the plots, and
    return the results. Under torchrun every rank trains (data parallel); rank 0 alone evaluates
    and writes, the other ranks return their training summaries with no results.
@@ -31,7 +34,7 @@ from typing import Any
 from torch import nn
 
 from fsar_metric import FSARLLaVA, ablation, create_metric
-from fsar_train._config import ExperimentConfig, MetricConfig, config_to_dict
+from fsar_train._config import ExperimentConfig, MetricConfig, config_from_dict, config_to_dict
 from fsar_train._datasets import load_splits
 from fsar_train._episodes import EpisodeList
 from fsar_train._evaluate import MethodResult, evaluate_methods
@@ -58,8 +61,11 @@ __all__ = [
     "baseline_config",
     "evaluate_run",
     "load_sources",
+    "per_shot_name",
     "read_results",
     "run_experiment",
+    "shot_config",
+    "trained_shots",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,9 @@ class ExperimentResult:
     Attributes:
         run_dir: the run folder.
         results: shots K → method name → result on the saved test episodes (every method the same episodes).
-        trained: trained method name → its training summary (steps, best step, best meta-val accuracy).
+        trained: trained method name → its training summary (steps, best step, best meta-val accuracy);
+            with ``train.per_shot`` also ``per_shot_name(name, K)`` (``"trx@5shot"``) → the summary of
+            the training at K shots.
         reused: True when the results were read back from an earlier run with the same config.
         sources: the feature sources the evaluation read (split name → source), so a caller that goes
             on with the same data (the apps' store) need not load and check the cache again; empty
@@ -116,6 +124,83 @@ def baseline_config(config: ExperimentConfig, name: str) -> ExperimentConfig:
     )
 
 
+def shot_config(config: ExperimentConfig, shots: int) -> ExperimentConfig:
+    """The config of the training at ``shots`` shots: ``episodes.n_shot = shots``, everything else
+    (seeds included) unchanged; ``config`` itself when it already trains at ``shots``."""
+    if shots == config.episodes.n_shot:
+        return config
+    return dataclasses.replace(config, episodes=dataclasses.replace(config.episodes, n_shot=shots))
+
+
+def trained_shots(config: ExperimentConfig) -> tuple[int, ...]:
+    """The shot counts a run trains at: ``episodes.n_shot`` first, then, with ``train.per_shot``,
+    every other K of ``eval.shots`` in increasing order.
+
+    Example:
+        >>> from fsar_train._config import apply_overrides
+        >>> trained_shots(ExperimentConfig())
+        (1,)
+        >>> trained_shots(apply_overrides(ExperimentConfig(), ["train.per_shot=true", "eval.shots=[5, 1, 3]"]))
+        (1, 3, 5)
+    """
+    n_shot = config.episodes.n_shot
+    extra = sorted(set(config.eval.shots) - {n_shot}) if config.train.per_shot else []
+    return (n_shot, *extra)
+
+
+def per_shot_name(name: str, shots: int) -> str:
+    """The ``trained`` key of ``name``'s training at ``shots`` shots (a per-shot run's extra trainings).
+
+    Example:
+        >>> per_shot_name("trx", 5)
+        'trx@5shot'
+    """
+    return f"{name}@{shots}shot"
+
+
+@dataclass(frozen=True)
+class _Training:
+    """One training of a run.
+
+    Attributes:
+        key: its name in ``results.json``'s ``trained``: the metric name, or ``per_shot_name(name, K)``.
+        config: the config it trains with (its ``metric`` and ``episodes.n_shot``).
+        folder: where it trains (``config.toml``, checkpoints, history, curves).
+    """
+
+    key: str
+    config: ExperimentConfig
+    folder: RunLayout
+
+
+def _model_shots(config: ExperimentConfig, shots: int) -> int:
+    """The shot count of the training whose models score ``shots``-shot episodes: ``shots`` when the
+    run trains per shot, else ``episodes.n_shot``."""
+    return shots if config.train.per_shot else config.episodes.n_shot
+
+
+def _model_of(config: ExperimentConfig, layout: RunLayout, name: str, shots: int) -> tuple[ExperimentConfig, RunLayout]:
+    """The config and folder of the trained metric ``name`` (the method or a trained baseline) that
+    scores ``shots``-shot episodes (trained at ``_model_shots(config, shots)``)."""
+    n_shot, k = config.episodes.n_shot, _model_shots(config, shots)
+    sub = shot_config(config, k)
+    if name == config.metric.name:
+        return sub, layout.for_shot(k, trained_shots=n_shot)
+    return baseline_config(sub, name), layout.baseline(name).for_shot(k, trained_shots=n_shot)
+
+
+def _trainings(config: ExperimentConfig, layout: RunLayout) -> list[_Training]:
+    """Every training of a run, in order: the method and the trained baselines at ``episodes.n_shot``,
+    then (``train.per_shot``) both at each other evaluated K."""
+    names = [config.metric.name, *(n for n in config.eval.trained_baselines if n != config.metric.name)]
+    out = []
+    for k in trained_shots(config):
+        for name in names:
+            sub, folder = _model_of(config, layout, name, k)
+            out.append(_Training(name if k == config.episodes.n_shot else per_shot_name(name, k), sub, folder))
+    return out
+
+
 def _train_summary(result: TrainResult) -> dict[str, Any]:
     return {
         "steps": result.steps,
@@ -139,6 +224,17 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     if payload.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path} is in format {payload.get('format')!r}, not {RESULTS_FORMAT!r}; run it again")
     return payload
+
+
+def _same_config(saved: Any, config: ExperimentConfig) -> bool:
+    """Whether a results file's ``config`` is ``config``; keys added to the config since the file was
+    written read as their defaults (as an older ``config.toml`` does)."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return config_to_dict(config_from_dict(saved)) == config_to_dict(config)
+    except (ValueError, TypeError):  # a key this version does not know, or a value of another type
+        return False
 
 
 def _results_from(payload: Mapping[str, Any]) -> dict[int, dict[str, MethodResult]]:
@@ -166,31 +262,35 @@ def run_experiment(
         force: evaluate again even when ``results.json`` holds this config's results.
 
     Raises:
-        ValueError: a folder made with another config (the message lists the differences).
+        ValueError: a folder made with another config (the message lists the differences), or a
+            per-shot training (``train.per_shot``) that cannot run at its shot count.
     """
     layout = RunLayout(prepare_run_dir(run_dir, config))
     if not force and layout.results.is_file():
         payload = json.loads(layout.results.read_text())
-        if payload.get("format") == RESULTS_FORMAT and payload.get("config") == config_to_dict(config):
+        if payload.get("format") == RESULTS_FORMAT and _same_config(payload.get("config"), config):
             logger.info("results of the earlier run in %s (same config)", layout.root)
             return ExperimentResult(layout.root, _results_from(payload), payload.get("trained", {}), reused=True)
     splits: dict[str, DatasetSplit] = {}
     if sources is None:
         sources, splits = load_sources(config, layout.root, progress=progress)
-    trained = {config.metric.name: train(config, sources["train"], sources["val"], layout.root, progress=progress)}
-    for name in config.eval.trained_baselines:
-        if name == config.metric.name:
-            continue
-        sub = baseline_config(config, name)
-        folder = prepare_run_dir(layout.baseline(name).root, sub)
-        trained[name] = train(sub, sources["train"], sources["val"], folder, progress=progress)
-    summaries = {n: _train_summary(r) for n, r in trained.items()}
+    trained: dict[str, TrainResult] = {}
+    trainings = _trainings(config, layout)
+    for job in trainings:  # every rank runs every training, in the same order (torchrun)
+        try:
+            trained[job.key] = train(job.config, sources["train"], sources["val"], job.folder.root, progress=progress)
+        except ValueError as err:
+            shots = job.config.episodes.n_shot
+            if shots == config.episodes.n_shot:
+                raise
+            raise ValueError(f"train.per_shot: training {job.config.metric.name} at {shots} shots: {err}") from err
+    summaries = {key: _train_summary(r) for key, r in trained.items()}
     if int(os.environ.get("RANK", "0")) != 0:  # data parallel (torchrun): rank 0 evaluates and writes
         return ExperimentResult(layout.root, {}, summaries)
-    for name, result in trained.items():
-        target = layout if name == config.metric.name else layout.baseline(name)
+    for job in trainings:  # one plot per training folder
+        result = trained[job.key]
         if result.history:
-            plot_training_curves(result.history, result.val_history, target.training_curves)
+            plot_training_curves(result.history, result.val_history, job.folder.training_curves)
     return evaluate_run(
         config,
         layout.root,
@@ -211,9 +311,12 @@ def _load_trained(config: ExperimentConfig, folder: RunLayout, dims: tuple[int, 
     return metric.eval()
 
 
-def _methods(config: ExperimentConfig, layout: RunLayout, dims: tuple[int, int | None]) -> dict[str, nn.Module]:
-    """Table name → module, in table order: the method, its ablations, the baselines, the trained baselines."""
-    head = _load_trained(config, layout, dims)
+def _methods(
+    config: ExperimentConfig, layout: RunLayout, dims: tuple[int, int | None], shots: int
+) -> dict[str, nn.Module]:
+    """Table name → module for ``shots``-shot episodes, in table order: the method, its ablations, the
+    baselines, the trained baselines (trained ones from ``_model_of``: at ``shots`` when per shot)."""
+    head = _load_trained(*_model_of(config, layout, config.metric.name, shots), dims)
     methods: dict[str, nn.Module] = {config.metric.name: head}
     if isinstance(head, FSARLLaVA):
         for name in config.eval.head_ablations:
@@ -224,7 +327,7 @@ def _methods(config: ExperimentConfig, layout: RunLayout, dims: tuple[int, int |
         methods.setdefault(name, create_metric(name))
     for name in config.eval.trained_baselines:
         if name not in methods:
-            methods[name] = _load_trained(baseline_config(config, name), layout.baseline(name), dims)
+            methods[name] = _load_trained(*_model_of(config, layout, name, shots), dims)
     return methods
 
 
@@ -238,10 +341,12 @@ def evaluate_run(
     trained: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExperimentResult:
     """Evaluate a trained run folder: every method of ``_methods`` on the saved test episodes
-    (sampled and saved on first use), then ``results.json`` and the plots.
+    (sampled and saved on first use), then ``results.json`` and the plots. With ``train.per_shot``
+    the K-shot episodes are scored by the models trained at K (``shot<K>/``).
 
     Raises:
-        FileNotFoundError: a trained method has no checkpoint yet.
+        FileNotFoundError: a trained method has no checkpoint yet (per shot: at a shot count it
+            evaluates).
     """
     layout = RunLayout(prepare_run_dir(run_dir, config))
     if sources is None:
@@ -249,7 +354,9 @@ def evaluate_run(
     test = sources["test"]
     ec, ev = config.episodes, config.eval
     device = resolve_device(config.train.device)
-    methods = _methods(config, layout, (feature_dim(test), text_dim(test)))
+    dims = (feature_dim(test), text_dim(test))
+    methods: dict[str, nn.Module] = {}
+    methods_shots = 0  # the training shot count of `methods` (one set for every K unless per shot)
     results: dict[int, dict[str, MethodResult]] = {}
     for shots in sorted({*ev.shots, ec.n_shot}):
         try:
@@ -270,6 +377,9 @@ def evaluate_run(
                 raise
             logger.warning("skipping %d-shot evaluation: %s", shots, err)
             continue
+        if _model_shots(config, shots) != methods_shots:
+            methods_shots = _model_shots(config, shots)
+            methods = _methods(config, layout, dims, methods_shots)
         results[shots] = evaluate_methods(methods, test, episodes, device=device, progress=progress)
     main = results[ec.n_shot][config.metric.name]
     plot_confusion(

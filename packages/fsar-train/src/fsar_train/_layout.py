@@ -10,6 +10,9 @@
     <run>/val_episodes.json            the fixed meta-val episodes (model selection)
     <run>/best.pt, last.pt, history.json, training_curves.png     the method's training
     <run>/baselines/<name>/            a trained baseline (trx): the same files, its own config.toml
+    <run>/shot<K>/                     train.per_shot only: the method trained at K shots (every evaluated
+                                       K but episodes.n_shot): the same files, its own config.toml
+    <run>/baselines/<name>/shot<K>/    train.per_shot only: the baseline trained at K shots
     <run>/accuracy_vs_shots.png, confusion_<method>.png
     <run>/missing_<split>.txt          listed videos without a file (only when some are missing)
     <run>/store/                       the LanceDB prototype store of the meta-test actions (fsar apps)
@@ -33,6 +36,12 @@ class RunLayout:
         ('runs/default/results.json', 'runs/default/baselines/trx/best.pt')
         >>> layout.test_episodes(5, 1, 10_000, 0).name
         'test_episodes_5way_1shot_10000_seed0.json'
+        >>> layout.for_shot(5, trained_shots=1).checkpoint("best").as_posix()
+        'runs/default/shot5/best.pt'
+        >>> layout.baseline("trx").for_shot(5, trained_shots=1).root.as_posix()
+        'runs/default/baselines/trx/shot5'
+        >>> layout.for_shot(1, trained_shots=1) == layout
+        True
     """
 
     root: Path
@@ -78,6 +87,18 @@ class RunLayout:
     def baseline(self, name: str) -> RunLayout:
         """The folder of a trained baseline, laid out like a run."""
         return RunLayout(self.root / "baselines" / name)
+
+    def for_shot(self, shots: int, *, trained_shots: int) -> RunLayout:
+        """The folder of the model trained at ``shots`` (``train.per_shot``), laid out like a run: this
+        folder itself when ``shots`` is the folder's own ``episodes.n_shot`` (``trained_shots``), else
+        ``shot<K>/`` inside it.
+
+        Raises:
+            ValueError: a shot count below 1.
+        """
+        if shots < 1 or trained_shots < 1:
+            raise ValueError(f"shot counts must be >= 1, got shots={shots}, trained_shots={trained_shots}")
+        return self if shots == trained_shots else RunLayout(self.root / f"shot{shots}")
 
     def test_episodes(self, n_way: int, n_shot: int, count: int, seed: int) -> Path:
         return self.root / f"test_episodes_{n_way}way_{n_shot}shot_{count}_seed{seed}.json"

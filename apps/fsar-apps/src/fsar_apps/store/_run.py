@@ -3,6 +3,11 @@ and turn new video files into prototypes and queries with the run's own feature 
 
 The command line (``fsar store …``) and the main job call these; they raise ``ValueError`` (or
 ``FileNotFoundError``) with one clear sentence for anything a user can fix.
+
+A store holds prototypes of ``STORE_SHOTS`` (5) examples per action. Its head is the run's head
+trained at that shot count when the run trained one per shot (``train.per_shot``: ``<run>/shot5/``
+for a run trained at 1 shot), else the run's main head; every function here that loads the run
+(``load_trained_run``) picks the same one, so prototypes added later match the store's recipe.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from fsar_train import (
 )
 
 __all__ = [
+    "STORE_SHOTS",
     "StoreEvaluation",
     "TrainedRun",
     "build_store_from_run",
@@ -43,25 +49,56 @@ __all__ = [
     "extract_videos",
     "load_trained_run",
     "open_run_store",
+    "store_checkpoint",
 ]
+
+
+#: Examples per action behind a store's prototypes (``fsar store build``), and the shot count whose
+#: per-shot head (``train.per_shot``) the store uses.
+STORE_SHOTS = 5
 
 
 @dataclass
 class TrainedRun:
-    """What a store needs from a run folder: its config, the trained head and the store recipe."""
+    """What a store needs from a run folder: its config, the trained head and the store recipe.
+
+    Attributes:
+        config: the run's config (its ``config.toml``).
+        head: the trained head, in eval mode.
+        recipe: the recipe of the run's store (features + this head).
+        folder: the run folder (the store is ``<folder>/store``).
+        checkpoint: the checkpoint the head was loaded from (``<folder>/shot<K>/best.pt`` for a
+            per-shot head); None for a head built elsewhere.
+    """
 
     config: ExperimentConfig
     head: FSARLLaVA
     recipe: StoreRecipe
     folder: Path
+    checkpoint: Path | None = None
 
     @property
     def layout(self) -> RunLayout:
         return RunLayout(self.folder)
 
 
-def load_trained_run(run_dir: str | Path) -> TrainedRun:
+def store_checkpoint(layout: RunLayout, config: ExperimentConfig, shots: int = STORE_SHOTS) -> Path:
+    """The checkpoint of the head a store of ``shots``-example prototypes uses: the head trained at
+    ``shots`` (``<run>/shot<K>/``) when the run trains per shot and has that folder, else the run's
+    main head (trained at ``episodes.n_shot``). Whether the file exists is the caller's check.
+    """
+    n_shot = config.episodes.n_shot
+    own = layout.for_shot(shots, trained_shots=n_shot)
+    if config.train.per_shot and own.config.is_file():
+        return own.checkpoint(config.eval.checkpoint)
+    return layout.checkpoint(config.eval.checkpoint)
+
+
+def load_trained_run(run_dir: str | Path, *, shots: int = STORE_SHOTS) -> TrainedRun:
     """The trained FSAR-LLaVA head of a run folder, in eval mode, and the recipe of its store.
+
+    The head is the one trained at ``shots`` shots when the run trained per shot
+    (``store_checkpoint``), else the main head.
 
     Raises:
         ValueError: not a run folder, or a run of another metric or feature source.
@@ -77,7 +114,7 @@ def load_trained_run(run_dir: str | Path) -> TrainedRun:
             f"{config.metric.name!r} on {config.features.source!r}"
         )
     cache = FeatureCache.open(mllm_cache_dir(config))
-    checkpoint = layout.checkpoint(config.eval.checkpoint)
+    checkpoint = store_checkpoint(layout, config, shots)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint} does not exist: train the run first")
     head = build_metric(config, cache.visual_dim, cache.text_dim)
@@ -91,7 +128,7 @@ def load_trained_run(run_dir: str | Path) -> TrainedRun:
         dim=head.config.dim,
         n_frames=config.features.n_frames,
     )
-    return TrainedRun(config, head, recipe, layout.root)
+    return TrainedRun(config, head, recipe, layout.root, checkpoint)
 
 
 def open_run_store(run: TrainedRun, uri: str | Path | None = None) -> PrototypeStore:
@@ -114,11 +151,12 @@ def _query_of(run: TrainedRun, source: FeatureSource, position: int) -> tuple[Te
 
 
 def build_store_from_run(
-    run_dir: str | Path, *, sources: dict[str, FeatureSource] | None = None, shots: int = 5
+    run_dir: str | Path, *, sources: dict[str, FeatureSource] | None = None, shots: int = STORE_SHOTS
 ) -> PrototypeStore:
     """A store of every meta-test action of a run, each from its first ``shots`` test videos, with the
-    open-set threshold calibrated on meta-val (``calibrate_unknown_threshold``)."""
-    run = load_trained_run(run_dir)
+    open-set threshold calibrated on meta-val (``calibrate_unknown_threshold``). The head is the one
+    trained at ``shots`` when the run trained per shot (``load_trained_run``)."""
+    run = load_trained_run(run_dir, shots=shots)
     if not sources:
         sources, _ = load_sources(run.config, run.folder, progress=False)
     test = sources["test"]
@@ -137,7 +175,7 @@ def build_store_from_run(
     return store
 
 
-def calibrate_unknown_threshold(run: TrainedRun, val: FeatureSource, *, shots: int = 5) -> float | None:
+def calibrate_unknown_threshold(run: TrainedRun, val: FeatureSource, *, shots: int = STORE_SHOTS) -> float | None:
     """The open-set threshold from meta-val: the first half of the val classes are stored (``shots``
     videos each), the other half play unknown actions; every other val video is a query.
 
