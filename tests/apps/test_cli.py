@@ -192,6 +192,13 @@ def test_compare_tables_runs_and_pairs_methods_on_shared_episodes(tiny_run, tmp_
     expected = summary["fsar_llava (text only)"]["accuracy"] - summary["proto"]["accuracy"]
     assert diff.mean == pytest.approx(expected, abs=1e-9)
     assert diff.n_episodes == 30
+    # Two replicates that are the same run: every replicate measures the same difference, no spread.
+    argv = ["compare", f"a={run_dir}", f"b={run_dir}", "--group", "g=a,b", "--paired", "g/fsar_llava - g/proto"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 replicates" in out
+    head_vs_proto = paired_difference(runs, "a/fsar_llava", "a/proto", 1)
+    assert f"{head_vs_proto.mean:+.2f} ± 0.00" in out
 
 
 @pytest.mark.parametrize(
@@ -201,6 +208,9 @@ def test_compare_tables_runs_and_pairs_methods_on_shared_episodes(tiny_run, tmp_
         (["compare", "x=RUN", "--paired", "x/fsar_llava"], "write 'LABEL/METHOD - LABEL/METHOD'"),
         (["compare", "x=RUN", "--paired", "y/proto - x/proto"], "no run labelled 'y'"),
         (["compare", "x=RUN", "--paired", "x/nope - x/proto"], "no per-episode 1-shot accuracies of 'nope'"),
+        (["compare", "x=RUN", "--group", "g"], "--group 'g': write 'NAME=LABEL,LABEL,...'"),
+        (["compare", "x=RUN", "--group", "g=x,y"], "--group 'g': no run labelled ['y']"),
+        (["compare", "x=RUN", "--group", "x=x"], "--group 'x': the name is also a run label"),
     ],
 )
 def test_compare_errors_name_the_problem(tiny_run, argv, message, capsys):

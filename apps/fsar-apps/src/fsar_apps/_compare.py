@@ -4,6 +4,11 @@ Each run folder holds ``results.json`` (shots → method → accuracy ± CI and 
 episode, for every method of the run). Runs whose test episode lists are byte-identical scored the same episodes,
 so the difference of two methods is measured per episode: mean ± 1.96 · sd / √N of the paired
 differences, much tighter than comparing two independent intervals.
+
+That interval covers the sampling of episodes only. Replicates (runs that differ only in a seed: of
+the MLLM's pretraining, of the head's training) cover what it leaves out: a group ``NAME`` of run
+labels makes ``NAME/METHOD`` in a paired difference stand for each member in turn (two groups pair
+member by member), and the differences are summarised across members as mean ± t₀.₉₇₅,ₙ₋₁ · sd / √n.
 """
 
 from __future__ import annotations
@@ -15,7 +20,17 @@ from pathlib import Path
 
 from rich.table import Table
 
-__all__ = ["PairedDifference", "RunResults", "comparison_markdown", "comparison_table", "load_run", "paired_difference"]
+__all__ = [
+    "PairedDifference",
+    "ReplicatedDifference",
+    "RunResults",
+    "comparison_markdown",
+    "comparison_table",
+    "load_run",
+    "paired_difference",
+    "replicated_difference",
+    "t_quantile_975",
+]
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,71 @@ def paired_difference(runs: list[RunResults], a: str, b: str, shots: int) -> Pai
     return PairedDifference(a, b, shots, mean, 1.96 * sd / math.sqrt(n), n)
 
 
+#: Two-sided 95 % quantiles of Student's t, t₀.₉₇₅ with ν degrees of freedom (ν = 1…30).
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_quantile_975(dof: int) -> float:
+    """t₀.₉₇₅ with ``dof`` degrees of freedom (1.96 beyond 30).
+
+    Example:
+        >>> t_quantile_975(2), t_quantile_975(1000)
+        (4.303, 1.96)
+    """
+    if dof < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+@dataclass(frozen=True)
+class ReplicatedDifference:
+    """``a − b`` measured in each replicate (paired over its episodes), summarised across replicates."""
+
+    a: str
+    b: str
+    shots: int
+    members: tuple[PairedDifference, ...]
+    mean: float  # mean over replicates of the per-replicate paired mean (points)
+    ci95: float  # t₀.₉₇₅,ₙ₋₁ · sd / √n over replicates (0 for one replicate)
+
+    @property
+    def n_replicates(self) -> int:
+        return len(self.members)
+
+
+def replicated_difference(
+    runs: list[RunResults], groups: dict[str, list[str]], a: str, b: str, shots: int
+) -> ReplicatedDifference:
+    """``a − b`` where either side's label may name a group of replicate runs (``groups``).
+
+    A group on one side pairs each of its members with the other side's run; groups on both sides
+    must have the same size and pair member by member.
+
+    Raises:
+        ValueError: groups of different sizes, or whatever ``paired_difference`` refuses.
+    """
+
+    def expand(ref: str) -> list[str]:
+        label, _, method = ref.partition("/")
+        return [f"{member}/{method}" for member in groups[label]] if label in groups else [ref]
+
+    left, right = expand(a), expand(b)
+    if len(left) > 1 and len(right) > 1 and len(left) != len(right):
+        raise ValueError(f"{a!r} has {len(left)} replicates and {b!r} {len(right)}: pair groups of one size")
+    n = max(len(left), len(right))
+    left, right = left * (n if len(left) == 1 else 1), right * (n if len(right) == 1 else 1)
+    members = tuple(paired_difference(runs, x, y, shots) for x, y in zip(left, right, strict=True))
+    means = [m.mean for m in members]
+    mean = sum(means) / n
+    sd = math.sqrt(sum((m - mean) ** 2 for m in means) / (n - 1)) if n > 1 else 0.0
+    ci = t_quantile_975(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
+    return ReplicatedDifference(a, b, shots, members, mean, ci)
+
+
 def _rows(runs: list[RunResults]) -> tuple[list[str], list[list[str]]]:
     shots = sorted({int(k) for run in runs for k in run.summary})
     header = ["run", "method", *(f"{k}-shot" for k in shots)]
@@ -116,8 +196,13 @@ def _rows(runs: list[RunResults]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def comparison_table(runs: list[RunResults], diffs: list[PairedDifference], title: str) -> Table:
-    """A rich table: every run's methods, then the paired differences."""
+def comparison_table(
+    runs: list[RunResults],
+    diffs: list[PairedDifference],
+    title: str,
+    replicated: list[ReplicatedDifference] | None = None,
+) -> Table:
+    """A rich table: every run's methods, the paired differences, the differences across replicates."""
     header, rows = _rows(runs)
     table = Table(title=title)
     for i, column in enumerate(header):
@@ -130,10 +215,19 @@ def comparison_table(runs: list[RunResults], diffs: list[PairedDifference], titl
     for (a, b), by_shots in grouped.items():
         cells = [f"{by_shots[c].mean:+.2f} ± {by_shots[c].ci95:.2f}" if c in by_shots else "–" for c in header[2:]]
         table.add_row("paired", f"{a} − {b}", *cells, style="bold")
+    by_pair: dict[tuple[str, str], dict[str, ReplicatedDifference]] = {}
+    for r in replicated or []:
+        by_pair.setdefault((r.a, r.b), {})[f"{r.shots}-shot"] = r
+    for (a, b), by_shots in by_pair.items():
+        n = next(iter(by_shots.values())).n_replicates
+        cells = [f"{by_shots[c].mean:+.2f} ± {by_shots[c].ci95:.2f}" if c in by_shots else "–" for c in header[2:]]
+        table.add_row(f"{n} replicates", f"{a} − {b}", *cells, style="bold cyan")
     return table
 
 
-def comparison_markdown(runs: list[RunResults], diffs: list[PairedDifference]) -> str:
+def comparison_markdown(
+    runs: list[RunResults], diffs: list[PairedDifference], replicated: list[ReplicatedDifference] | None = None
+) -> str:
     """The same table as Markdown (for docs)."""
     header, rows = _rows(runs)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -145,4 +239,15 @@ def comparison_markdown(runs: list[RunResults], diffs: list[PairedDifference]) -
             "|---|---|---|---|",
         ]
         lines += [f"| {d.a} − {d.b} | {d.shots} | {d.mean:+.2f} ± {d.ci95:.2f} | {d.n_episodes:,} |" for d in diffs]
+    if replicated:
+        lines += [
+            "",
+            "| difference across replicates | shots | each replicate (paired, points) | mean ± 95% CI (t, n − 1 dof) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.a} − {r.b} | {r.shots} | {' / '.join(f'{m.mean:+.2f}' for m in r.members)} | "
+            f"{r.mean:+.2f} ± {r.ci95:.2f} (n = {r.n_replicates}) |"
+            for r in replicated
+        ]
     return "\n".join(lines) + "\n"

@@ -268,26 +268,64 @@ def compare(
         typer.Option("--paired", help="'LABEL/METHOD - LABEL/METHOD': per-episode difference (repeatable)"),
     ] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="also write the table as Markdown")] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            help="'NAME=LABEL,LABEL,...': replicate runs (seeds); NAME/METHOD in --paired then means each of "
+            "them, summarised across them (repeatable)",
+        ),
+    ] = None,
 ) -> None:
-    """One table over several runs, with paired differences on the episodes they share."""
-    from fsar_apps._compare import comparison_markdown, comparison_table, load_run, paired_difference
+    """One table over several runs, with paired differences on the episodes they share.
+
+    With --group, a paired difference whose side names a group is measured in each replicate run and
+    summarised across replicates (mean ± t-interval), which covers the seed as well as the episodes.
+    """
+    from fsar_apps._compare import (
+        comparison_markdown,
+        comparison_table,
+        load_run,
+        paired_difference,
+        replicated_difference,
+    )
 
     try:
         loaded = [load_run(spec) for spec in runs]
+        labels = {run.label for run in loaded}
+        groups: dict[str, list[str]] = {}
+        for spec in group or []:
+            name, sep, members = spec.partition("=")
+            names = [m.strip() for m in members.split(",") if m.strip()]
+            if not sep or not name.strip() or not names:
+                raise ValueError(f"--group {spec!r}: write 'NAME=LABEL,LABEL,...'")
+            unknown = [m for m in names if m not in labels]
+            if unknown:
+                raise ValueError(
+                    f"--group {name.strip()!r}: no run labelled {unknown}; labels: {', '.join(sorted(labels))}"
+                )
+            if name.strip() in labels:
+                raise ValueError(f"--group {name.strip()!r}: the name is also a run label; choose another")
+            groups[name.strip()] = names
         shots = sorted({int(k) for run in loaded for k in run.summary})
-        diffs = []
+        diffs, replicated = [], []
         for spec in paired or []:
             a, sep, b = spec.partition(" - ")
             if not sep:
                 raise ValueError(f"--paired {spec!r}: write 'LABEL/METHOD - LABEL/METHOD'")
-            diffs += [paired_difference(loaded, a.strip(), b.strip(), k) for k in shots]
+            a, b = a.strip(), b.strip()
+            if a.partition("/")[0] in groups or b.partition("/")[0] in groups:
+                replicated += [replicated_difference(loaded, groups, a, b, k) for k in shots]
+            else:
+                diffs += [paired_difference(loaded, a, b, k) for k in shots]
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
-    console.print(comparison_table(loaded, diffs, "test accuracy (%), mean ± 95% CI over 10,000 episodes"))
+    title = "test accuracy (%), mean ± 95% CI over each run's test episodes"
+    console.print(comparison_table(loaded, diffs, title, replicated))
     if markdown is not None:
         from fsar_train._io import atomic_write_text
 
-        atomic_write_text(markdown, comparison_markdown(loaded, diffs))
+        atomic_write_text(markdown, comparison_markdown(loaded, diffs, replicated))
         console.print(f"markdown: {markdown}")
 
 
