@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import fsar_train._pretrain as pretrain_module
 from fsar_features import FeatureExtractor, create_backend, read_frames
 from fsar_train import (
+    ExperimentConfig,
     apply_overrides,
     evaluate_pretrained,
     list_pretrain_tasks,
@@ -275,3 +276,47 @@ def test_mirroring_never_trains_on_a_held_out_combination(small_config, tmp_path
     for video_id, frames in mirrored[:3]:  # ... and their frames with them
         original = read_frames(rows[video_id].path, 8, size=32).frames
         np.testing.assert_array_equal(frames, original[:, :, ::-1])
+
+
+class _Planted:
+    """A pickle that runs code when loaded unsafely (it would create ``marker``)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_resume_state_is_refused_without_running_its_code(tmp_path):
+    marker = tmp_path / "planted-code-ran"
+    state = tmp_path / ".model.pretrain-state.pt"
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "step": 1, "payload": _Planted(marker)}, state)
+    with pytest.raises(ValueError, match=r"is not a pretraining state this command wrote .*delete it to start over"):
+        pretrain_module.load_pretrain_state(state)
+    assert not marker.exists()
+    state.write_bytes(b"\x80\x02truncated")  # a torn file reads as the same clear error
+    with pytest.raises(ValueError, match="is not a pretraining state this command wrote"):
+        pretrain_module.load_pretrain_state(state)
+
+
+def test_a_saved_resume_state_loads_safely(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(1, 2)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = pretrain_module._fingerprint(ExperimentConfig())
+    state = {
+        "fingerprint": config,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "history": [{"step": 1, "loss": 0.5}],
+        "val_history": [],
+        "step": 1,
+    }
+    torch.save(state, tmp_path / "state.pt")
+    loaded = pretrain_module.load_pretrain_state(tmp_path / "state.pt")
+    assert loaded["fingerprint"] == config
+    assert torch.equal(loaded["model"]["weight"], model.state_dict()["weight"])

@@ -65,6 +65,7 @@ __all__ = [
     "PretrainRow",
     "evaluate_pretrained",
     "list_pretrain_tasks",
+    "load_pretrain_state",
     "mirror_text",
     "pretrain_table",
     "pretrain_video_llava",
@@ -286,6 +287,27 @@ def evaluate_pretrained(
     return metrics
 
 
+def load_pretrain_state(path: Path) -> dict[str, Any]:
+    """A resumable pretraining state, read without running any code it may hold.
+
+    ``torch.load(weights_only=True)`` takes tensors, numbers, strings and containers only; a file
+    with anything else (a planted pickle that would run a command) is refused.
+
+    Raises:
+        ValueError: the file is not a state this command wrote (unreadable, or not safe to load).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError by cause
+        raise ValueError(
+            f"{path} is not a pretraining state this command wrote ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); delete it to start over"
+        ) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "step"} <= set(state):
+        raise ValueError(f"{path} is not a pretraining state this command wrote; delete it to start over")
+    return state
+
+
 def _lr_factor(step: int, config: PretrainConfig) -> float:
     """Linear warm-up, then cosine decay to 10 % of the peak."""
     if step < config.warmup_steps:
@@ -451,7 +473,7 @@ def pretrain_video_llava(
     fingerprint = _fingerprint(config)
     first = 0
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = load_pretrain_state(state_path)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
