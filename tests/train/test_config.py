@@ -153,3 +153,35 @@ def test_a_run_folder_made_with_another_config_is_refused(tmp_path):
     prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["eval.episodes=100"]))  # eval settings may change
     with pytest.raises(ValueError, match=r"made with a different config.*train.lr: 0.0001 -> 0.001"):
         prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["train.lr=1e-3"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.steps=-5", "train.steps must be >= 1, got -5"),
+        ("train.lr=-1", r"train.lr must be > 0, got -1.0"),
+        ("train.final_lr_ratio=2.0", r"train.final_lr_ratio must be >= 0 and <= 1, got 2.0"),
+        ("train.val_train_classes=-1", "train.val_train_classes must be >= 0, got -1"),
+        ("episodes.n_way=1", "episodes.n_way must be >= 2, got 1"),
+        ("episodes.n_shot=0", "episodes.n_shot must be >= 1, got 0"),
+        ("eval.shots=[1, 0]", r"eval.shots must be >= 1, got \(1, 0\)"),
+        ("eval.episodes=0", "eval.episodes must be >= 1, got 0"),
+        ("features.batch_size=0", "features.batch_size must be >= 1, got 0"),
+        ("synthetic.size=33", r"synthetic.size must be even \(yuv420p\), got 33"),
+        ("synthetic.videos_per_class=0", "synthetic.videos_per_class must be >= 1, got 0"),
+    ],
+)
+def test_out_of_range_values_are_refused_when_the_config_is_built(override, message):
+    """Before any data loads and before a run folder's config.toml is written."""
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(ExperimentConfig(), [override])
+
+
+def test_a_bad_value_leaves_no_run_folder_behind(tmp_path, capsys):
+    from fsar_train.cli import main
+
+    run_dir = tmp_path / "run"
+    status = main(["run", "--run-dir", str(run_dir), "-o", "train.lr=-1"])
+    assert status != 0
+    assert "train.lr must be > 0, got -1.0" in " ".join(capsys.readouterr().err.split())
+    assert not run_dir.exists()

@@ -47,6 +47,23 @@ __all__ = [
 ]
 
 
+def _check_bounds(section: str, config: Any, bounds: dict[str, tuple[float, float | None, bool]]) -> None:
+    """Refuse out-of-range numbers before any work: ``bounds[name] = (low, high, low_inclusive)``.
+
+    Raises:
+        ValueError: names the key, the allowed range and the value (``train.steps must be >= 1, got -5``).
+    """
+    for name, (low, high, inclusive) in bounds.items():
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            too_low = v < low if inclusive else v <= low
+            if too_low or (high is not None and v > high):
+                sign = ">=" if inclusive else ">"
+                allowed = f"{sign} {low}" + (f" and <= {high}" if high is not None else "")
+                raise ValueError(f"{section}.{name} must be {allowed}, got {value}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the videos and split lists are."""
@@ -88,6 +105,16 @@ class SyntheticConfig:
     seed: int = 0
     workers: int = 0  # processes; 0 = one per CPU core
 
+    def __post_init__(self) -> None:
+        _check_bounds(
+            "synthetic",
+            self,
+            {"videos_per_class": (1, None, True), "n_frames": (1, None, True), "size": (8, None, True),
+             "fps": (1, None, True), "workers": (0, None, True)},
+        )  # fmt: skip
+        if self.size % 2:
+            raise ValueError(f"synthetic.size must be even (yuv420p), got {self.size}")
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -119,6 +146,11 @@ class FeatureConfig:
     random_init_seed: int = -1
     progress: bool = True  # progress bar during extraction
 
+    def __post_init__(self) -> None:
+        _check_bounds(
+            "features", self, {"n_frames": (1, None, True), "grid": (1, None, True), "batch_size": (1, None, True)}
+        )
+
 
 @dataclass(frozen=True)
 class EpisodeConfig:
@@ -128,6 +160,14 @@ class EpisodeConfig:
     n_shot: int = 1  # the same K in training and test unless a result says otherwise
     train_queries: int = 5  # queries per class in training episodes (TRX default)
     test_queries: int = 1  # queries per class in val and test episodes (the protocol)
+
+    def __post_init__(self) -> None:
+        _check_bounds(
+            "episodes",
+            self,
+            {"n_way": (2, None, True), "n_shot": (1, None, True), "train_queries": (1, None, True),
+             "test_queries": (1, None, True)},
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -166,6 +206,16 @@ class TrainConfig:
     log_every: int = 10
     per_shot: bool = False  # also train a model per other evaluated shot K (in shot<K>/); else one at episodes.n_shot
 
+    def __post_init__(self) -> None:
+        _check_bounds(
+            "train",
+            self,
+            {"steps": (1, None, True), "episodes_per_step": (1, None, True), "lr": (0, None, False),
+             "weight_decay": (0, None, True), "warmup_steps": (0, None, True), "final_lr_ratio": (0, 1, True),
+             "grad_clip": (0, None, True), "val_every": (1, None, True), "val_episodes": (1, None, True),
+             "val_train_classes": (0, None, True), "checkpoint_every": (1, None, True), "log_every": (1, None, True)},
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -183,6 +233,13 @@ class EvalConfig:
     head_ablations: tuple[str, ...] = ("visual_only", "text_only", "with_cross")
     checkpoint: Literal["best", "last"] = "best"
     confusion_plot_max_classes: int = 40
+
+    def __post_init__(self) -> None:
+        _check_bounds(
+            "eval",
+            self,
+            {"episodes": (1, None, True), "shots": (1, None, True), "confusion_plot_max_classes": (1, None, True)},
+        )
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
         force=True,
     )
+    try:
+        return _dispatch(args, argv, console)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # A user's mistake (a bad value, a missing file, a folder made with another config): one
+        # sentence on stderr, no traceback. Bugs (other exceptions) keep theirs.
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str] | None, console: Console) -> int:
     progress = not args.quiet
     if args.command == "presets":
         for name in list_presets():
