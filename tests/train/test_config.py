@@ -151,8 +151,36 @@ def test_a_run_folder_made_with_another_config_is_refused(tmp_path):
     prepare_run_dir(tmp_path / "run", cfg)
     assert load_config(tmp_path / "run" / "config.toml") == cfg
     prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["eval.episodes=100"]))  # eval settings may change
+    (tmp_path / "run" / "baselines" / "trx").mkdir(parents=True)
+    (tmp_path / "run" / "baselines" / "trx" / "last.pt").write_bytes(b"a checkpoint")
     with pytest.raises(ValueError, match=r"made with a different config.*train.lr: 0.0001 -> 0.001"):
         prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["train.lr=1e-3"]))
+    assert load_config(tmp_path / "run" / "config.toml").train.lr == 1e-4
+
+
+def test_a_folder_whose_run_produced_nothing_takes_the_corrected_config(tmp_path):
+    """A first run that failed before training (too few videos, a typo) must not block the fixed command."""
+    run = tmp_path / "run"
+    prepare_run_dir(run, apply_overrides(ExperimentConfig(), ["episodes.n_shot=50"]))
+    (run / "val_episodes.json").write_text("{}")  # sampled for 50 shots before the failure
+    fixed = apply_overrides(ExperimentConfig(), ["episodes.n_shot=5"])
+    prepare_run_dir(run, fixed)
+    assert load_config(run / "config.toml") == fixed
+    assert not (run / "val_episodes.json").exists()
+
+
+def test_an_unchanged_config_is_not_rewritten(tmp_path):
+    """Showing a finished run again needs no write access to its folder."""
+    cfg = ExperimentConfig()
+    path = prepare_run_dir(tmp_path / "run", cfg) / "config.toml"
+    path.chmod(0o444)
+    (tmp_path / "run").chmod(0o555)
+    try:
+        before = path.stat().st_mtime_ns
+        prepare_run_dir(tmp_path / "run", cfg)
+        assert path.stat().st_mtime_ns == before
+    finally:
+        (tmp_path / "run").chmod(0o755)
 
 
 @pytest.mark.parametrize(

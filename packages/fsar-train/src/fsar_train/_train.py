@@ -194,27 +194,47 @@ class TrainResult:
     trained: bool = True
 
 
+def _holds_results(run_dir: Path) -> bool:
+    """Whether a run folder holds anything a run produced: a checkpoint anywhere in it, or results."""
+    return (run_dir / "results.json").exists() or any(run_dir.rglob("*.pt"))
+
+
 def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
     """Create the run folder and save the resolved config, or check an existing folder's config.
 
     The ``eval`` section may differ (evaluation settings do not change what was trained); the saved
-    file is then updated.
+    file is then updated. A folder whose run produced nothing (no checkpoint, no results: it failed
+    before training, e.g. on too few videos per class) takes the new config, and its derived episode
+    lists are dropped, so the corrected command runs there. An unchanged config is not rewritten (a
+    finished run in a read-only folder can still be shown).
 
     Raises:
-        ValueError: the folder was made with a different config; the message lists the differences.
+        ValueError: the folder holds results made with a different config; the message lists the
+            differences.
     """
     run_dir = Path(run_dir)
     saved_path = run_dir / "config.toml"
+    text = config_to_toml(config)
     if saved_path.exists():
         saved = load_config(saved_path)
         differences = config_diff(saved, config, ignore=("eval",))
-        if differences:
+        if differences and _holds_results(run_dir):
             raise ValueError(
                 f"run folder {run_dir} was made with a different config; use another folder or the same config. "
                 "Differences (saved -> now): " + "; ".join(differences)
             )
+        if differences:
+            logger.warning(
+                "%s held the config of a run that produced nothing (no checkpoint, no results); replacing it: %s",
+                run_dir,
+                "; ".join(differences),
+            )
+            for stale in (*run_dir.glob("val_episodes.json"), *run_dir.glob("test_episodes_*.json")):
+                stale.unlink()
+        elif saved_path.read_text() == text:
+            return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved_path, config_to_toml(config))
+    atomic_write_text(saved_path, text)
     return run_dir
 
 
