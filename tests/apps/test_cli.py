@@ -165,6 +165,24 @@ def test_a_model_that_is_not_on_disk_while_offline_is_a_clear_error(tmp_path, ca
     assert "Traceback" not in err
 
 
+def test_run_takes_the_model_option_after_the_command_too(tmp_path, capsys):
+    """`run --model M` means what `--model M run` means (the newcomer's spelling)."""
+    from fsar_train import SyntheticConfig, generate_synthetic_actions
+
+    data = tmp_path / "data"
+    generate_synthetic_actions(
+        data, SyntheticConfig(videos_per_class=2, n_frames=8, size=32, workers=1), progress=False
+    )
+    small = [f"data.root='{data}'", "synthetic.videos_per_class=2", "synthetic.n_frames=8", "synthetic.size=32"]
+    missing = str(tmp_path / "no-such-model")
+    status = main(["run", "--run-dir", str(tmp_path / "run"), "--model", missing, *(f"-o{o}" for o in small)])
+    assert status == 2
+    assert "no-such-model" in " ".join(capsys.readouterr().err.split())  # the option reached the features
+    status = main(["run", "--run-dir", str(tmp_path / "run"), "--benchmark", "no-such-benchmark"])
+    assert status == 2
+    assert "no-such-benchmark" in " ".join(capsys.readouterr().err.split())
+
+
 def test_apps_train_is_a_directory_uv_can_run():
     main_file = Path(__file__).parents[2] / "apps" / "train" / "__main__.py"
     assert "from fsar_apps.cli import main" in main_file.read_text()

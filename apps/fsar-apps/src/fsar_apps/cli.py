@@ -176,14 +176,34 @@ def run(
     ctx: typer.Context,
     preset: SubPresetOpt = None,
     run_dir: SubRunDirOpt = None,
+    benchmark: BenchmarkOpt = None,
+    data_root: DataRootOpt = None,
+    split_dir: SplitDirOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    device: DeviceOpt = None,
     set_: SetOpt = None,
     trx: Annotated[bool, typer.Option(help="also train and evaluate the trx baseline (eval.trained_baselines)")] = True,
     store: Annotated[bool, typer.Option(help="build the prototype store of the meta-test actions")] = True,
     force: Annotated[bool, typer.Option("--force", help="re-evaluate even if the run folder has results")] = False,
 ) -> None:
-    """The whole job: data, features, training, evaluation, table, store."""
+    """The whole job: data, features, training, evaluation, table, store.
+
+    Takes the data and model options here too (``run --model M``), as well as before the command.
+    """
     extra = [*(set_ or []), *([] if trx else ["eval.trained_baselines=[]"])]
-    config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=extra)
+    config, folder = _config_from(
+        ctx,
+        preset=preset,
+        run_dir=run_dir,
+        benchmark=benchmark,
+        data_root=data_root,
+        split_dir=split_dir,
+        model=model,
+        backend=backend,
+        device=device,
+        set=extra,
+    )
     run_main_job(config, folder, with_store=store, force=force)
 
 
