@@ -70,7 +70,28 @@ class FeatureSource(Protocol):
         ...
 
 
-class TensorFeatures:
+class ListedVideos:
+    """The ``video_ids`` / ``labels`` / ``class_names`` of a ``FeatureSource`` that holds them as lists
+    (``_ids``, ``_labels``, ``_names``, set by the subclass's constructor)."""
+
+    _ids: list[str]
+    _labels: list[int]
+    _names: list[str]
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self._ids
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._names
+
+
+class TensorFeatures(ListedVideos):
     """An in-memory ``FeatureSource`` built from tensors.
 
     Args:
@@ -123,18 +144,6 @@ class TensorFeatures:
         self._ids = ids
 
     @property
-    def video_ids(self) -> list[str]:
-        return self._ids
-
-    @property
-    def labels(self) -> list[int]:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return self._names
-
-    @property
     def text_roles(self) -> frozenset[str]:
         return frozenset(self._texts)
 
@@ -158,7 +167,7 @@ class TensorFeatures:
         )
 
 
-class SubsetFeatures:
+class SubsetFeatures(ListedVideos):
     """The videos of some classes of a source, as a source of their own (no features are copied).
 
     Args:
@@ -187,18 +196,6 @@ class SubsetFeatures:
         self._names = [names[c] for c in classes]
 
     @property
-    def video_ids(self) -> list[str]:
-        return self._ids
-
-    @property
-    def labels(self) -> list[int]:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return self._names
-
-    @property
     def text_roles(self) -> frozenset[str]:
         return self._source.text_roles
 
@@ -212,7 +209,7 @@ class SubsetFeatures:
         return self._source.text(self._map(positions), role)
 
 
-class ConcatFeatures:
+class ConcatFeatures(ListedVideos):
     """Several sources as one: videos and classes one after the other (class names must not repeat).
 
     Every part must have the same text roles and feature widths (checked when read).
@@ -246,18 +243,6 @@ class ConcatFeatures:
         repeated = sorted({n for n in self._names if self._names.count(n) > 1})
         if repeated:
             raise ValueError(f"class names occur in more than one source: {repeated}")
-
-    @property
-    def video_ids(self) -> list[str]:
-        return self._ids
-
-    @property
-    def labels(self) -> list[int]:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return self._names
 
     @property
     def text_roles(self) -> frozenset[str]:

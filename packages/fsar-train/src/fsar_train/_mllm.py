@@ -19,7 +19,7 @@ from torch import Tensor
 from fsar_features import ExtractionConfig, FeatureCache, VideoItem, backend_for_model, extract_features
 from fsar_prompts import list_benchmarks, scenario_for
 from fsar_train._config import ExperimentConfig, FeatureConfig
-from fsar_train._features import TextRole
+from fsar_train._features import ListedVideos, TextRole
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit
 
@@ -40,7 +40,7 @@ _MODELS = Path(__file__).parent / "models"
 logger = logging.getLogger(__name__)
 
 
-class CachedFeatures:
+class CachedFeatures(ListedVideos):
     """A ``FeatureSource`` over the videos of one split that are in a feature cache.
 
     Args:
@@ -75,18 +75,6 @@ class CachedFeatures:
         self._support_role: TextRole = "support" if support_prompt == "label" else "query"
         if support_prompt == "label_free" and "query" in self._roles:
             self._roles = self._roles | {"support"}
-
-    @property
-    def video_ids(self) -> list[str]:
-        return self._ids
-
-    @property
-    def labels(self) -> list[int]:
-        return self._labels
-
-    @property
-    def class_names(self) -> list[str]:
-        return self._names
 
     @property
     def text_roles(self) -> frozenset[str]:
