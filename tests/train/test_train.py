@@ -21,6 +21,7 @@ from fsar_train import (
     build_metric,
     evaluate_methods,
     hold_out_classes,
+    load_checkpoint_weights,
     lr_factor,
     run_episodes,
     train,
@@ -70,6 +71,24 @@ def test_killed_and_resumed_run_ends_with_the_same_weights_and_metrics(tmp_path,
     best_resumed = torch.load(tmp_path / "killed" / "best.pt", weights_only=True)
     assert best_whole["step"] == best_resumed["step"]
     assert all(torch.equal(best_whole["model"][k], best_resumed["model"][k]) for k in best_whole["model"])
+
+
+def test_a_truncated_checkpoint_is_a_clear_error_naming_it(tmp_path, trajectory_task, tiny_train_config):
+    """A last.pt cut short (a full disk outside the atomic write, a copy interrupted) must not end
+    in a zip-reader traceback; neither may a best.pt loaded for evaluation."""
+    run = tmp_path / "run"
+    train(tiny_train_config, trajectory_task["train"], trajectory_task["val"], run, progress=False)
+    for name in ("last.pt", "best.pt"):
+        data = (run / name).read_bytes()
+        (run / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"last.pt cannot be read as a checkpoint .*damaged"):
+        train(apply_overrides(tiny_train_config, ["eval.episodes=5"]), trajectory_task["train"],
+              trajectory_task["val"], run, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"best.pt cannot be read as a checkpoint"):
+        load_checkpoint_weights(build_metric(tiny_train_config, 32), run / "best.pt")
+    torch.save({"format": "something else"}, run / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt is not an fsar-train checkpoint"):
+        load_checkpoint_weights(build_metric(tiny_train_config, 32), run / "other.pt")
 
 
 def test_checkpoint_holds_model_optimizer_scheduler_rng_and_step(tmp_path, trajectory_task, tiny_train_config):

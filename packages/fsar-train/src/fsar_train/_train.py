@@ -52,6 +52,7 @@ __all__ = [
     "load_checkpoint_weights",
     "lr_factor",
     "prepare_run_dir",
+    "read_checkpoint",
     "resolve_device",
     "text_dim",
     "train",
@@ -248,11 +249,33 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint_weights(metric: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint's model weights into ``metric``; returns the checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """An fsar-train checkpoint, read safely (``weights_only``: no code in the file runs).
+
+    Raises:
+        ValueError: the file is damaged (truncated by a full disk or a kill outside the atomic
+            write), not safe to load, or not an fsar-train checkpoint; the message names it.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint ({type(err).__name__}: {first}); it is damaged or not "
+            "an fsar-train checkpoint: move it away to train again from the start"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an fsar-train checkpoint")
+    return checkpoint
+
+
+def load_checkpoint_weights(metric: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's model weights into ``metric``; returns the checkpoint.
+
+    Raises:
+        ValueError: a damaged file or not an fsar-train checkpoint (``read_checkpoint``).
+    """
+    checkpoint = read_checkpoint(path)
     metric.load_state_dict(checkpoint["model"])
     return checkpoint
 
@@ -394,7 +417,7 @@ def _train_loop(
     val_history: list[dict[str, float]] = []
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.exists():
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(last_path)
         metric.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
