@@ -599,6 +599,9 @@ def extract_features(
     skipped, so rerunning after a crash or kill completes the cache. A cached video is reused only if
     it was made for the same label and prompt ids (the recipe is the cache's own); otherwise it is
     extracted again and replaces the old entry (``ExtractionSummary.n_refreshed`` counts them).
+    Deciding what to skip needs only the recipe and the prompt ids, not the model: when nothing is
+    left to extract the backend never runs, so ``video-llava`` / ``llava-next-video`` (which load
+    their weights on first use) never load them.
 
     Args:
         items: ``VideoItem`` or ``(video_id, path, label)`` tuples (label None: query role only).

@@ -38,7 +38,12 @@ class BackendOutput:
 
 @runtime_checkable
 class FeatureBackend(Protocol):
-    """What every feature backend provides."""
+    """What every feature backend provides.
+
+    Everything but ``pixel_values`` and ``forward`` must work without the model's weights: a backend
+    may load them on first use (the checkpoint backends do), so that a run whose videos are all
+    cached, which needs only the recipe, the prompt ids and the tokeniser, never loads them.
+    """
 
     #: Registry name of the backend (``video-llava``, ``tiny-video-llava``, …).
     name: str
@@ -62,6 +67,7 @@ class FeatureBackend(Protocol):
     video_token_id: int
     #: The token id used for right padding (never read: padded positions are masked and skipped).
     pad_token_id: int
+    #: Where and in what dtype the model runs (before a lazy load: what was asked for).
     device: torch.device
     dtype: torch.dtype
 

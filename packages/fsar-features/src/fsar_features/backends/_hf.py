@@ -4,6 +4,11 @@ A family module (``video_llava.py``, ``llava_next_video.py``) supplies what diff
 the number of video tokens per frame (read from the config), whether each frame starts with a CLS
 token, and a small config for its tiny variant.
 
+Weights load lazily: ``open_pretrained`` reads only ``config.json``, the tokenizer and the processor
+settings, which fix everything the cache recipe, the prompts and the label spans need; the backend
+loads the weights on first use (a forward pass, ``pixel_values`` or ``.model``), once. A run whose
+videos are all cached already therefore never loads them.
+
 Preprocessing does not use transformers' video processors (they need torchvision): frames are
 resized and centre-cropped by ``fsar_features._spatial`` exactly as the CLIP image processors do,
 then rescaled and normalised here, which matches ``VideoLlavaImageProcessor`` per frame
@@ -12,10 +17,12 @@ then rescaled and normalised here, which matches ``VideoLlavaImageProcessor`` pe
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +32,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from fsar_features._registry import BackendOutput
 from fsar_features._spatial import resize_and_center_crop
@@ -37,10 +44,12 @@ __all__ = [
     "TINY_SPECIAL_TOKENS",
     "HFVideoBackend",
     "Preprocessing",
+    "PretrainedParts",
     "build_tiny_tokenizer",
     "build_word_tokenizer",
     "default_device_dtype",
     "load_pretrained",
+    "open_pretrained",
     "read_preprocessing",
     "seeded_init",
 ]
@@ -125,6 +134,11 @@ def _processor_settings(folder: Path) -> dict[str, Any]:
 class HFVideoBackend:
     """A transformers LLaVA-family video MLLM behind the ``FeatureBackend`` protocol.
 
+    Give either ``model`` (eager: a model in memory, e.g. one being trained) or ``loader`` with
+    ``config``, ``device`` and ``dtype`` (lazy: ``loader()`` is called once, on first use by
+    ``forward``, ``pixel_values`` or ``.model``). Everything else (tokenising, the cache recipe's
+    fields, label spans, decoding sizes) comes from the config and tokenizer and never loads weights.
+
     Args:
         name: registry name.
         model: the ``…ForConditionalGeneration`` model (its ``.model`` runs without the LM head).
@@ -134,24 +148,47 @@ class HFVideoBackend:
         tokens_per_frame: V, from the config.
         has_cls: whether each frame's first video token is the CLS token.
         preprocessing: sizes and normalisation.
+        loader: instead of ``model``: a zero-argument function returning the model.
+        config: with ``loader``: the model's config (the geometry is read from it).
+        device: with ``loader``: where the model will run (the loaded model is moved there).
+        dtype: with ``loader``: the dtype the model will have.
+
+    Raises:
+        ValueError: neither or both of ``model`` and ``loader``, or ``loader`` without ``config``,
+            ``device`` and ``dtype``.
     """
 
     def __init__(
         self,
         *,
         name: str,
-        model: nn.Module,
+        model: nn.Module | None = None,
         tokenizer: PreTrainedTokenizerBase,
         model_id: str,
         family: str,
         tokens_per_frame: int,
         has_cls: bool,
         preprocessing: Preprocessing,
+        loader: Callable[[], nn.Module] | None = None,
+        config: PretrainedConfig | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        config = model.config
+        if (model is None) == (loader is None):
+            raise ValueError("HFVideoBackend takes either a model or a loader, not both and not neither")
+        if loader is not None and (config is None or device is None or dtype is None):
+            raise ValueError("a lazy HFVideoBackend (loader=...) needs the model's config, device and dtype")
+        self._model: nn.Module | None = None
+        self._loader = loader
+        self._lock = threading.Lock()
+        if model is not None:
+            config = model.config
+            self._adopt(model)  # sets device and dtype from the parameters
+        else:
+            self.device, self.dtype = torch.device(device), dtype
         text_config = config.get_text_config()
+        self.config = config
         self.name = name
-        self.model = model.eval().requires_grad_(False)  # frozen: features only
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.family = family
@@ -166,11 +203,31 @@ class HFVideoBackend:
         if pad is None or pad == self.video_token_id:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_token_id = int(pad)
-        parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
         self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32)
         self._std = torch.tensor(preprocessing.std, dtype=torch.float32)
         self._placeholder_id = tokenizer.convert_tokens_to_ids("<video>")
+
+    @property
+    def model(self) -> nn.Module:
+        """The model (eval, frozen); a lazy backend loads its weights here, on the first access only."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    log.info("loading the weights of %s (%s)", self.model_id, self.name)
+                    self._adopt(self._loader())  # a failed load raises again on the next access
+                    self._loader = None  # free what the loader holds
+        return self._model
+
+    @property
+    def weights_loaded(self) -> bool:
+        """Whether the model's weights are in memory (always for an eager backend)."""
+        return self._model is not None
+
+    def _adopt(self, model: nn.Module) -> None:
+        """Freeze ``model`` and take device and dtype from its parameters."""
+        self._model = model.eval().requires_grad_(False)  # frozen: features only
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +240,7 @@ class HFVideoBackend:
         array = frames.numpy() if isinstance(frames, Tensor) else np.asarray(frames)
         if array.ndim != 5 or array.shape[-1] != 3 or array.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [B, T, H, W, 3], got {array.dtype} {list(array.shape)}")
+        _ = self.model  # a lazy backend loads here, after the check, so device and dtype are the model's
         if array.shape[2:4] != (self.crop_size, self.crop_size):
             array = np.stack([resize_and_center_crop(clip, self.frame_size, self.crop_size) for clip in array])
         x = torch.from_numpy(array).to(torch.float32) / 255.0  # [B, T, H, W, 3]
@@ -254,7 +312,34 @@ class HFVideoBackend:
         return BackendOutput(hidden_states=tuple(out.hidden_states), cache=out.cache if use_cache else None)
 
 
-def load_pretrained(
+@dataclass(frozen=True)
+class PretrainedParts:
+    """What ``open_pretrained`` reads without the weights, and how to load them.
+
+    Attributes:
+        config: the model config (``AutoConfig``).
+        tokenizer: the tokenizer.
+        folder: the local folder holding the processor config (None when it could not be located).
+        load: zero-argument function returning the model (eval, on the device and in the dtype asked
+            for); each call loads the weights again.
+    """
+
+    config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase
+    folder: Path | None
+    load: Callable[[], nn.Module]
+
+
+def _not_found(family: str, ref: str, error: OSError) -> FileNotFoundError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    why = "downloads are off (HF_HUB_OFFLINE=1)" if offline else f"loading failed ({error})"
+    return FileNotFoundError(
+        f"cannot load the {family} model {ref!r}: it is neither a local checkpoint folder nor in the "
+        f"Hugging Face cache, and {why}"
+    )
+
+
+def open_pretrained(
     model_class: type[nn.Module],
     model: str | os.PathLike[str],
     *,
@@ -262,21 +347,19 @@ def load_pretrained(
     dtype: torch.dtype,
     device: torch.device,
     random_init_seed: int | None = None,
-) -> tuple[nn.Module, PreTrainedTokenizerBase, Path | None]:
-    """Load model and tokenizer from a local folder or the Hugging Face cache.
+) -> PretrainedParts:
+    """Read config, tokenizer and processor folder of a local folder or hub id; the weights wait.
 
-    With ``random_init_seed`` only the config and tokenizer are read and the weights are drawn from
-    that seed: the same architecture without what it learned (a baseline for "does pretraining help").
-
-    Returns:
-        The model (eval, on ``device``), the tokenizer, and the local folder holding the processor
-        config (None when it could not be located).
+    The returned ``load`` runs ``from_pretrained`` (or, with ``random_init_seed``, builds the same
+    architecture with weights drawn from that seed: the model without what it learned, a baseline
+    for "does pretraining help").
 
     Raises:
         FileNotFoundError: the model cannot be found; one sentence naming it (and why: a missing
-            folder, a folder without ``config.json``, or no download allowed offline).
+            folder, a folder without ``config.json``, or no download allowed offline). ``load``
+            raises the same sentence when the weights cannot be found.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import cached_file
 
     ref = str(model)
@@ -286,26 +369,49 @@ def load_pretrained(
         what = "has no config.json" if local.is_dir() else "does not exist"
         raise FileNotFoundError(f"cannot load the {family} model: the folder {ref!r} {what}")
     try:
-        if random_init_seed is None:
-            loaded = model_class.from_pretrained(ref, dtype=dtype)
-        else:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(ref)
-            loaded = seeded_init(lambda: model_class(config), random_init_seed).to(dtype)
+        config = AutoConfig.from_pretrained(ref)
         tokenizer = AutoTokenizer.from_pretrained(ref)
     except OSError as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        why = "downloads are off (HF_HUB_OFFLINE=1)" if offline else f"loading failed ({error})"
-        raise FileNotFoundError(
-            f"cannot load the {family} model {ref!r}: it is neither a local checkpoint folder nor in the "
-            f"Hugging Face cache, and {why}"
-        ) from None
+        raise _not_found(family, ref, error) from None
     folder: Path | None = local if local.is_dir() else None
     if folder is None:
         config_file = cached_file(ref, "config.json", _raise_exceptions_for_missing_entries=False)
         folder = Path(config_file).parent if config_file else None
-    return loaded.to(device).eval(), tokenizer, folder
+
+    def load() -> nn.Module:
+        try:
+            if random_init_seed is None:
+                loaded = model_class.from_pretrained(ref, dtype=dtype)
+            else:
+                # A copy: building a model may write to its config, and the backend keeps this one.
+                seeded = copy.deepcopy(config)
+                loaded = seeded_init(lambda: model_class(seeded), random_init_seed).to(dtype)
+        except OSError as error:
+            raise _not_found(family, ref, error) from None
+        return loaded.to(device).eval()
+
+    return PretrainedParts(config=config, tokenizer=tokenizer, folder=folder, load=load)
+
+
+def load_pretrained(
+    model_class: type[nn.Module],
+    model: str | os.PathLike[str],
+    *,
+    family: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    random_init_seed: int | None = None,
+) -> tuple[nn.Module, PreTrainedTokenizerBase, Path | None]:
+    """``open_pretrained`` and its weights at once: the model (eval, on ``device``), the tokenizer and
+    the processor folder (None when it could not be located).
+
+    Raises:
+        FileNotFoundError: as ``open_pretrained``.
+    """
+    parts = open_pretrained(
+        model_class, model, family=family, dtype=dtype, device=device, random_init_seed=random_init_seed
+    )
+    return parts.load(), parts.tokenizer, parts.folder
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerBase:

@@ -6,7 +6,8 @@ Video tokens: the CLIP tower's patch features (CLS dropped, ``vision_feature_sel
 has ``(⌊image_size / patch_size / stride⌋)²`` tokens (144 at 336 px, patch 14, stride 2), frame-major.
 There is no CLS token, so the ``cls`` visual pooling is refused for this family.
 
-Backends: ``llava-next-video`` (a checkpoint folder or hub id) and ``tiny-llava-next-video`` (seeded,
+Backends: ``llava-next-video`` (a checkpoint folder or hub id; the weights load on first use, see
+``video_llava``) and ``tiny-llava-next-video`` (seeded,
 built in code, 4 tokens per frame with the defaults).
 """
 
@@ -27,7 +28,7 @@ from fsar_features.backends._hf import (
     Preprocessing,
     build_tiny_tokenizer,
     default_device_dtype,
-    load_pretrained,
+    open_pretrained,
     read_preprocessing,
     seeded_init,
 )
@@ -67,22 +68,26 @@ def llava_next_video(
 ) -> HFVideoBackend:
     """LLaVA-NeXT-Video from a checkpoint folder or a hub id (see ``video_llava`` for the arguments).
 
+    Only the config, tokenizer and processor settings are read here; the weights load on first use.
+
     Raises:
-        FileNotFoundError: the model cannot be found (one sentence naming it).
+        FileNotFoundError: the model cannot be found (one sentence naming it); at creation for a
+            missing folder, config or tokenizer, on first use for missing weights.
     """
     dev, dt = default_device_dtype(device, dtype)
-    loaded, tokenizer, folder = load_pretrained(
-        LlavaNextVideoForConditionalGeneration, model, family=FAMILY, dtype=dt, device=dev
-    )
+    parts = open_pretrained(LlavaNextVideoForConditionalGeneration, model, family=FAMILY, dtype=dt, device=dev)
     return HFVideoBackend(
         name="llava-next-video",
-        model=loaded,
-        tokenizer=tokenizer,
+        loader=parts.load,
+        config=parts.config,
+        device=dev,
+        dtype=dt,
+        tokenizer=parts.tokenizer,
         model_id=model_id or str(model),
         family=FAMILY,
-        tokens_per_frame=llava_next_video_tokens_per_frame(loaded.config),
+        tokens_per_frame=llava_next_video_tokens_per_frame(parts.config),
         has_cls=False,
-        preprocessing=read_preprocessing(folder, loaded.config.vision_config.image_size),
+        preprocessing=read_preprocessing(parts.folder, parts.config.vision_config.image_size),
     )
 
 

@@ -3,11 +3,12 @@ Projection", arXiv 2311.10122) through transformers' ``VideoLlavaForConditionalG
 
 Video tokens: Video-LLaVA keeps the CLS token for videos, so each frame has
 ``(image_size / patch_size)² + 1`` tokens (257 at 224 px with patch 14), frame-major with the CLS
-token first (METHOD.md §3). The count is read from the loaded config, never assumed.
+token first (METHOD.md §3). The count is read from the checkpoint's config, never assumed.
 
 Backends:
 - ``video-llava``: a checkpoint folder or hub id (``LanguageBind/Video-LLaVA-7B-hf``); bf16 on CUDA,
-  fp32 on CPU by default.
+  fp32 on CPU by default. Creating it reads the config, tokenizer and processor settings; the weights
+  load on first use (a complete cache never loads them).
 - ``tiny-video-llava``: the same class built from a small config with seeded weights and a tokenizer
   built in code; deterministic, about 140 k parameters, about 0.05 s per video on a CPU. The offline
   default for tests and trials; its features carry no meaning.
@@ -30,7 +31,7 @@ from fsar_features.backends._hf import (
     Preprocessing,
     build_tiny_tokenizer,
     default_device_dtype,
-    load_pretrained,
+    open_pretrained,
     read_preprocessing,
     seeded_init,
 )
@@ -108,6 +109,10 @@ def video_llava(
 ) -> HFVideoBackend:
     """Video-LLaVA from a checkpoint folder or a hub id (read from the local cache when offline).
 
+    Only the config, tokenizer and processor settings are read here; the weights (or the seeded
+    random ones) load on first use by a forward pass, ``pixel_values`` or ``.model``, so an
+    extraction whose videos are all cached never loads them.
+
     Args:
         model: a folder written by ``save_pretrained`` or a hub id.
         dtype: default bf16 on CUDA, fp32 on CPU.
@@ -117,10 +122,11 @@ def video_llava(
             this seed (the "random-weight" baseline of a pretrained model); recorded in the model id.
 
     Raises:
-        FileNotFoundError: the model cannot be found (one sentence naming it).
+        FileNotFoundError: the model cannot be found (one sentence naming it); at creation for a
+            missing folder, config or tokenizer, on first use for missing weights.
     """
     dev, dt = default_device_dtype(device, dtype)
-    loaded, tokenizer, folder = load_pretrained(
+    parts = open_pretrained(
         VideoLlavaForConditionalGeneration,
         model,
         family=FAMILY,
@@ -133,13 +139,16 @@ def video_llava(
         model_id = f"{model_id}+random-init(seed={random_init_seed})"
     return HFVideoBackend(
         name="video-llava",
-        model=loaded,
-        tokenizer=tokenizer,
+        loader=parts.load,
+        config=parts.config,
+        device=dev,
+        dtype=dt,
+        tokenizer=parts.tokenizer,
         model_id=model_id,
         family=FAMILY,
-        tokens_per_frame=video_llava_tokens_per_frame(loaded.config),
+        tokens_per_frame=video_llava_tokens_per_frame(parts.config),
         has_cls=True,
-        preprocessing=read_preprocessing(folder, loaded.config.vision_config.image_size),
+        preprocessing=read_preprocessing(parts.folder, parts.config.vision_config.image_size),
     )
 
 
