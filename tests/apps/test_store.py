@@ -123,6 +123,21 @@ def test_opening_a_missing_store_without_a_recipe_says_how_to_create_one(tmp_pat
         PrototypeStore.open(tmp_path / "nothing")
 
 
+def test_a_read_only_open_of_a_mistyped_path_creates_nothing(tmp_path):
+    """`store list --store <typo>` must not leave a folder or an empty store behind."""
+    typo = tmp_path / "runs" / "defualt" / "store"
+    with pytest.raises(ValueError, match="no prototype store at"):
+        PrototypeStore.open(typo)
+    assert not (tmp_path / "runs").exists()
+    empty = tmp_path / "empty"  # an existing folder that holds no store: nothing is added to it
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no prototype store at"):
+        PrototypeStore.open(empty)
+    assert list(empty.iterdir()) == []
+    with pytest.raises(ValueError, match="no prototype store at memory://"):
+        PrototypeStore.open("memory://")
+
+
 def test_an_empty_store_returns_no_match(store):
     result = store.query(torch.randn(N_FRAMES, DIM), torch.randn(DIM))
     assert result.matches == []

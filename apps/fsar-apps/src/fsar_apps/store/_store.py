@@ -158,20 +158,26 @@ class PrototypeStore:
     def open(
         cls, uri: str | Path, recipe: StoreRecipe | None = None, *, table_name: str = "prototypes"
     ) -> PrototypeStore:
-        """Open (or create) the store at ``uri``.
+        """Open (or, with a recipe, create) the store at ``uri``.
 
         Args:
             uri: a local path or any LanceDB URI (``s3://…``, ``memory://``).
             recipe: the recipe of the prototypes you will add or query with. Required to create a
-                store; when given for an existing store it must equal the stored one.
+                store; when given for an existing store it must equal the stored one. Without it the
+                open is read-only in effect: nothing is created at a URI that holds no store.
 
         Raises:
             StoreMismatchError: ``recipe`` differs from the store's (both are named).
             ValueError: no store at ``uri`` and no recipe to create one.
         """
         uri = str(uri)
+        missing = f"no prototype store at {uri}: create one by opening it with a StoreRecipe (e.g. `store build`)"
+        if recipe is None and "://" not in uri and not (Path(uri) / f"{_META_TABLE}.lance").is_dir():
+            raise ValueError(missing)  # a read-only open never creates anything (connect makes the folder)
         # Read-your-writes across processes: every read sees the latest committed version.
         db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
+        if recipe is None and _META_TABLE not in db.list_tables().tables:
+            raise ValueError(missing)
         meta = db.create_table(_META_TABLE, schema=_MetaRow, exist_ok=True)
         stored = cls._read_meta(meta).get("recipe")
         if stored is None:
