@@ -286,3 +286,23 @@ def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
     threshold = calibrate_unknown_threshold(TrainedRun(None, head, recipe, None), val, shots=3)
     assert threshold is not None
     assert math.isfinite(threshold)  # a confidence log(M · p), not a probability
+
+
+def test_names_that_could_collide_or_flood_errors_are_refused(store, prototypes):
+    """Key collision: tag 'a' + action 'b/c' and tag 'a/b' + action 'c' would both be 'a/b/c'."""
+    visual, text = prototypes
+    store.add("b/c", visual[0], text[0], support_ids=["v0"], tag="a")
+    with pytest.raises(ValueError, match=r"a tag cannot contain '/' \(got 'a/b'\)"):
+        store.add("c", visual[1], text[1], support_ids=["v1"], tag="a/b")
+    assert [(a.tag, a.action) for a in store.list()] == [("a", "b/c")]  # the first row is intact
+    huge = "x" * 100_000
+    with pytest.raises(ValueError, match=r"action names are at most 200 characters; got 100,000") as info:
+        store.add(huge, visual[1], text[1], support_ids=["v1"])
+    assert len(str(info.value)) < 200  # the name is not echoed whole
+    with pytest.raises(ValueError, match="control characters"):
+        store.add("wave\nhello", visual[1], text[1], support_ids=["v1"])
+    with pytest.raises(ValueError, match="an action name cannot be empty"):
+        store.rename("b/c", "  ", tag="a")
+    with pytest.raises(ValueError, match="at most 200 characters"):
+        store.remove(huge)
+    assert len(store) == 1

@@ -100,8 +100,40 @@ def _sql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+#: The longest action name or tag a store takes (class names of the public benchmarks are < 100).
+MAX_NAME_LENGTH = 200
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a usable action name or tag (``kind``: "action" or "tag").
+
+    Not empty, at most ``MAX_NAME_LENGTH`` characters, no control characters; a tag has no ``/`` (the
+    row key is ``tag/action``, so a ``/`` in the tag could make two different pairs one key).
+
+    Raises:
+        ValueError: what is wrong, quoting at most the first 40 characters.
+
+    Example:
+        >>> check_name("tag", "a/b")
+        Traceback (most recent call last):
+        ...
+        ValueError: a tag cannot contain '/' (got 'a/b'): the store's key is tag/action
+    """
+    shown = repr(value[:40]) + ("…" if len(value) > 40 else "")
+    if not value.strip():
+        raise ValueError(f"an {kind} name cannot be empty" if kind == "action" else f"a {kind} cannot be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"{kind} names are at most {MAX_NAME_LENGTH} characters; got {len(value):,} ({shown})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{kind} names cannot contain control characters (got {shown})")
+    if kind == "tag" and "/" in value:
+        raise ValueError(f"a tag cannot contain '/' (got {shown}): the store's key is tag/action")
+    return value
+
+
 def _key(tag: str, action: str) -> str:
-    return f"{tag}/{action}"
+    """The row key; unambiguous because a tag holds no ``/``."""
+    return f"{check_name('tag', tag)}/{check_name('action', action)}"
 
 
 def calibrate_threshold(known: Tensor, unknown: Tensor, *, min_tpr: float = 0.5) -> float:
@@ -230,8 +262,7 @@ class PrototypeStore:
         tag: str,
         action_text: str | None,
     ) -> dict[str, Any]:
-        if not action.strip():
-            raise ValueError("an action name cannot be empty")
+        check_name("action", action)
         visual = visual.detach().float().cpu()
         text = text.detach().float().cpu()
         return {
@@ -319,8 +350,7 @@ class PrototypeStore:
             ValueError: ``old`` is missing, ``new`` exists already, or ``new`` is empty.
         """
         self._require(old, tag)
-        if not new.strip():
-            raise ValueError("an action name cannot be empty")
+        check_name("action", new)
         if self._exists(new, tag):
             raise ValueError(f"cannot rename {old!r} to {new!r}: {new!r} already exists in tag {tag!r}")
         self._table.update(
