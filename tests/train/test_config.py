@@ -213,3 +213,15 @@ def test_a_bad_value_leaves_no_run_folder_behind(tmp_path, capsys):
     assert status != 0
     assert "train.lr must be > 0, got -1.0" in " ".join(capsys.readouterr().err.split())
     assert not run_dir.exists()
+
+
+def test_display_settings_do_not_make_a_different_run(tmp_path):
+    """features.progress and train.log_every change what a run shows, not what it computes."""
+    cfg = ExperimentConfig()
+    path = prepare_run_dir(tmp_path / "run", cfg) / "config.toml"
+    (tmp_path / "run" / "last.pt").write_bytes(b"a checkpoint")
+    before = path.read_text()
+    prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["features.progress=false", "train.log_every=1"]))
+    assert path.read_text() == before  # accepted, and the saved file is left as it was
+    with pytest.raises(ValueError, match="different config"):
+        prepare_run_dir(tmp_path / "run", apply_overrides(cfg, ["features.layers=1"]))

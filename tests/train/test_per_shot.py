@@ -194,6 +194,8 @@ def test_a_second_call_reuses_the_results(runs, sources):
     for shots, by_method in first.results.items():
         for name, r in by_method.items():
             assert again.results[shots][name].episode_accuracies == r.episode_accuracies
+    quiet = apply_overrides(_config(True), ["features.progress=false", "train.log_every=1"])
+    assert run_experiment(quiet, first.run_dir, sources=sources, progress=False).reused  # display settings only
 
 
 def test_results_written_before_per_shot_existed_are_reused(runs, sources, tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "COSMETIC_KEYS",
     "DataConfig",
     "EpisodeConfig",
     "EvalConfig",
@@ -643,8 +644,14 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | tuple[str, 
     return config
 
 
+#: Keys that change what a run shows, never what it computes: a run folder or its results do not
+#: depend on them (``config_diff(..., ignore=COSMETIC_KEYS)``).
+COSMETIC_KEYS: tuple[str, ...] = ("features.progress", "train.log_every")
+
+
 def config_diff(a: ExperimentConfig, b: ExperimentConfig, *, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Dotted keys whose values differ, as ``key: a -> b`` lines (sections in ``ignore`` skipped)."""
+    """Dotted keys whose values differ, as ``key: a -> b`` lines (``ignore``: sections such as
+    ``"eval"`` or dotted keys such as ``"features.progress"``, skipped)."""
 
     def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -656,5 +663,5 @@ def config_diff(a: ExperimentConfig, b: ExperimentConfig, *, ignore: tuple[str, 
         return out
 
     fa, fb = flat(config_to_dict(a)), flat(config_to_dict(b))
-    keys = [k for k in dict.fromkeys([*fa, *fb]) if k.split(".")[0] not in ignore]
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if k.split(".")[0] not in ignore and k not in ignore]
     return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]

@@ -34,7 +34,14 @@ from typing import Any
 from torch import nn
 
 from fsar_metric import FSARLLaVA, ablation, create_metric
-from fsar_train._config import ExperimentConfig, MetricConfig, config_from_dict, config_to_dict
+from fsar_train._config import (
+    COSMETIC_KEYS,
+    ExperimentConfig,
+    MetricConfig,
+    config_diff,
+    config_from_dict,
+    config_to_dict,
+)
 from fsar_train._datasets import load_splits
 from fsar_train._episodes import EpisodeList
 from fsar_train._evaluate import MethodResult, evaluate_methods
@@ -232,7 +239,7 @@ def _same_config(saved: Any, config: ExperimentConfig) -> bool:
     if not isinstance(saved, dict):
         return False
     try:
-        return config_to_dict(config_from_dict(saved)) == config_to_dict(config)
+        return not config_diff(config_from_dict(saved), config, ignore=COSMETIC_KEYS)
     except (ValueError, TypeError):  # a key this version does not know, or a value of another type
         return False
 

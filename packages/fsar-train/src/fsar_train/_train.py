@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from fsar_metric import Episode, create_metric, episode_losses, get_metric_class
-from fsar_train._config import ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
+from fsar_train._config import COSMETIC_KEYS, ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
 from fsar_train._episodes import EpisodeList, EpisodeSampler
 from fsar_train._evaluate import mean_ci, run_episodes
 from fsar_train._features import FeatureSource, build_episode, class_anchors, hold_out_classes
@@ -218,7 +218,7 @@ def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
     text = config_to_toml(config)
     if saved_path.exists():
         saved = load_config(saved_path)
-        differences = config_diff(saved, config, ignore=("eval",))
+        differences = config_diff(saved, config, ignore=("eval", *COSMETIC_KEYS))
         if differences and _holds_results(run_dir):
             raise ValueError(
                 f"run folder {run_dir} was made with a different config; use another folder or the same config. "
@@ -232,8 +232,8 @@ def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
             )
             for stale in (*run_dir.glob("val_episodes.json"), *run_dir.glob("test_episodes_*.json")):
                 stale.unlink()
-        elif saved_path.read_text() == text:
-            return run_dir
+        elif not config_diff(saved, config, ignore=COSMETIC_KEYS) or saved_path.read_text() == text:
+            return run_dir  # nothing that matters changed: the saved file stays (read-only folders work)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved_path, text)
     return run_dir
