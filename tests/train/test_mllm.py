@@ -166,6 +166,33 @@ def test_the_default_preset_loads_the_shipped_model_and_the_random_control_its_a
         builtin_model("builtin:../../../../x")  # a name, never a path out of the package
 
 
+def test_the_weights_digest_is_computed_once_and_follows_a_rewritten_file(tmp_path, monkeypatch):
+    import hashlib as real_hashlib
+
+    from fsar_train import _mllm
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"first weights")
+    calls = []
+    sha256 = real_hashlib.sha256
+
+    def counting_sha256(data):
+        calls.append(len(data))
+        return sha256(data)
+
+    monkeypatch.setattr(_mllm.hashlib, "sha256", counting_sha256)
+    _mllm._weights_digest.cache_clear()
+    stat = weights.stat()
+    first = [_mllm._weights_digest(str(weights), stat.st_size, stat.st_mtime_ns) for _ in range(5)]
+    assert len(set(first)) == 1
+    assert len(calls) == 1  # hashed once for five asks
+    assert first[0] == sha256(b"first weights").hexdigest()[:12]
+    weights.write_bytes(b"other weights, longer")
+    stat = weights.stat()
+    assert _mllm._weights_digest(str(weights), stat.st_size, stat.st_mtime_ns) != first[0]
+    assert len(calls) == 2
+
+
 def test_the_backend_comes_from_the_checkpoints_config_not_its_name(tmp_path):
     from fsar_train import resolve_backend
 

@@ -8,6 +8,7 @@ holds every split of a run, so the meta-train, meta-val and meta-test extraction
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -202,8 +203,16 @@ def builtin_model(name: str) -> tuple[Path, str]:
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    stat = weights.stat()
+    digest = _weights_digest(str(weights), stat.st_size, stat.st_mtime_ns)
     return folder, f"{BUILTIN_PREFIX}{name}@{digest}"
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256[:12] of a weights file, computed once per (path, size, mtime): a run asks for it several
+    times (backend, cache folder, recipe), and a rewritten file has a new size or mtime."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def backend_kwargs(config: ExperimentConfig) -> dict[str, str | int]:
