@@ -23,7 +23,7 @@ from fsar_features import (
 )
 from fsar_features.backends import HFVideoBackend
 from fsar_features.backends import _hf as hf
-from fsar_features.backends._hf import load_pretrained, read_preprocessing, seeded_init
+from fsar_features.backends._hf import read_preprocessing, seeded_init
 from fsar_features.backends.video_llava import video_llava_tokens_per_frame
 
 # 2 frames keep the real geometry's 257 tokens per frame cheap on a CPU.
@@ -60,23 +60,18 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> l
 
 
 def _eager(folder: Path, *, random_init_seed: int | None = None) -> HFVideoBackend:
-    """``video-llava`` as it was built before weights loaded lazily: model first, then the backend."""
-    if random_init_seed is None:
-        model, tokenizer, processor_folder = load_pretrained(
-            VideoLlavaForConditionalGeneration,
-            folder,
-            family="video-llava",
-            dtype=torch.float32,
-            device=torch.device("cpu"),
-        )
-        model_id = str(folder)
-    else:  # the former random-init path, spelled out
-        from transformers import AutoTokenizer
+    """``video-llava`` as it was built before weights loaded lazily, spelled out with transformers
+    (independent of the lazy code): model first, then the backend."""
+    from transformers import AutoTokenizer
 
+    if random_init_seed is None:
+        model = VideoLlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+        model_id = str(folder)
+    else:
         config = AutoConfig.from_pretrained(folder)
         model = seeded_init(lambda: VideoLlavaForConditionalGeneration(config), random_init_seed).to(torch.float32)
-        tokenizer, processor_folder = AutoTokenizer.from_pretrained(folder), folder
         model_id = f"{folder}+random-init(seed={random_init_seed})"
+    tokenizer, processor_folder = AutoTokenizer.from_pretrained(folder), folder
     return HFVideoBackend(
         name="video-llava",
         model=model,

@@ -48,7 +48,6 @@ __all__ = [
     "build_tiny_tokenizer",
     "build_word_tokenizer",
     "default_device_dtype",
-    "load_pretrained",
     "open_pretrained",
     "read_preprocessing",
     "seeded_init",
@@ -391,27 +390,6 @@ def open_pretrained(
         return loaded.to(device).eval()
 
     return PretrainedParts(config=config, tokenizer=tokenizer, folder=folder, load=load)
-
-
-def load_pretrained(
-    model_class: type[nn.Module],
-    model: str | os.PathLike[str],
-    *,
-    family: str,
-    dtype: torch.dtype,
-    device: torch.device,
-    random_init_seed: int | None = None,
-) -> tuple[nn.Module, PreTrainedTokenizerBase, Path | None]:
-    """``open_pretrained`` and its weights at once: the model (eval, on ``device``), the tokenizer and
-    the processor folder (None when it could not be located).
-
-    Raises:
-        FileNotFoundError: as ``open_pretrained``.
-    """
-    parts = open_pretrained(
-        model_class, model, family=family, dtype=dtype, device=device, random_init_seed=random_init_seed
-    )
-    return parts.load(), parts.tokenizer, parts.folder
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerBase:
