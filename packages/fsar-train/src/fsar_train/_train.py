@@ -215,7 +215,6 @@ def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
     """
     run_dir = Path(run_dir)
     saved_path = run_dir / "config.toml"
-    text = config_to_toml(config)
     if saved_path.exists():
         saved = load_config(saved_path)
         differences = config_diff(saved, config, ignore=("eval", *COSMETIC_KEYS))
@@ -232,10 +231,10 @@ def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
             )
             for stale in (*run_dir.glob("val_episodes.json"), *run_dir.glob("test_episodes_*.json")):
                 stale.unlink()
-        elif not config_diff(saved, config, ignore=COSMETIC_KEYS) or saved_path.read_text() == text:
+        elif not config_diff(saved, config, ignore=COSMETIC_KEYS):
             return run_dir  # nothing that matters changed: the saved file stays (read-only folders work)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved_path, text)
+    atomic_write_text(saved_path, config_to_toml(config))
     return run_dir
 
 
