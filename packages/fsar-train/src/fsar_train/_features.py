@@ -289,7 +289,7 @@ def hold_out_classes(
             f"train.val_train_classes = {n_classes} must be >= 0 and leave meta-train at least 2 of its {total} classes"
         )
     held = sorted(np.random.default_rng([seed, n_classes]).choice(total, size=n_classes, replace=False).tolist())
-    kept = [c for c in range(total) if c not in set(held)]
+    kept = sorted(set(range(total)) - set(held))
     return SubsetFeatures(train, kept), ConcatFeatures([val, SubsetFeatures(train, held)])
 
 
