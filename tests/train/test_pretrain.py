@@ -51,7 +51,7 @@ def pretrained(small_config, tmp_path_factory):
 
 
 def test_the_tasks_are_registered():
-    assert list_pretrain_tasks() == ["query-label", "support-caption", "query-caption"]
+    assert list_pretrain_tasks() == ["query-label", "support-caption", "query-caption", "query-direction", "query-manner"]
 
 
 def test_pretraining_writes_a_model_the_video_llava_backend_loads_by_path(pretrained, small_config):

@@ -8,7 +8,12 @@ decoder) on (video, prompt, answer) triples built from **meta-train videos only*
 - ``query-label``: the label-free query prompt → the class name ("moving something up");
 - ``support-caption``: the label-aware support prompt (it names the class) → the video's
   procedurally written caption (object size, colour and shape, motion, speed, scene);
-- ``query-caption``: the query prompt → the caption (off by default).
+- ``query-caption``: the query prompt → the caption (off by default);
+- ``query-direction`` and ``query-manner``: motion-only questions (``pretrain_questions.toml``: "which
+  way does the object move?", "how does it move over time?") → the path alone ("from left to
+  right", "clockwise") or the manner alone ("slows down and stops", "there and back"). A class name
+  ties manner and direction together; these two make the model perceive and name each on its own,
+  which is what a held-out (manner, direction) combination needs.
 
 Class names are compositions of primitives and the split holds out combinations (``_synthetic``),
 so every word of a meta-test class name is known, and no meta-test combination is seen.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +48,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +60,22 @@ from fsar_features import ExtractionConfig, FeatureExtractor
 from fsar_features.backends import HFVideoBackend, build_word_tokenizer
 from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, Preprocessing, seeded_init
 from fsar_features.backends.video_llava import FAMILY, tiny_video_llava_config, video_llava_tokens_per_frame
-from fsar_prompts import RenderedPrompt, list_roles, render_prompt, scenario_for
+from fsar_prompts import RenderedPrompt, TemplateSet, list_roles, load_templates, render_prompt, scenario_for
 from fsar_train._config import ExperimentConfig, PretrainConfig, config_to_toml
 from fsar_train._io import atomic_path
 from fsar_train._progress import make_progress
-from fsar_train._synthetic import generate_synthetic_actions
+from fsar_train._synthetic import BEHAVIOURS, DIRECTIONS, MANNERS, generate_synthetic_actions
 
 __all__ = [
     "PRETRAIN_TASKS",
     "PretrainResult",
     "PretrainRow",
+    "PretrainTask",
     "evaluate_pretrained",
     "list_pretrain_tasks",
     "load_pretrain_state",
     "mirror_text",
+    "motion_answers",
     "pretrain_table",
     "pretrain_video_llava",
     "pretrain_vocabulary",
@@ -86,14 +95,86 @@ class PretrainRow:
     path: Path
     label: str
     caption: str
+    direction: str = ""  # the path alone, e.g. "from left to right" (``motion_answers``)
+    manner: str = ""  # the manner alone, e.g. "slows down and stops"
 
 
-#: task name → (prompt role, answer) for a row: what the model reads after the video, what it must say.
-PRETRAIN_TASKS: dict[str, Callable[[PretrainRow], tuple[str, str]]] = {
-    "query-label": lambda row: ("query", row.label),
-    "support-caption": lambda row: ("support", row.caption),
-    "query-caption": lambda row: ("query", row.caption),
+#: The motion-only answers: the words a class's path and manner are named by on their own. Direction
+#: answers are the class-name words; a behaviour outside the manner × direction product gets the path it
+#: shows ("something falling down" moves down) and a manner phrase of its own.
+_DIRECTION_ANSWERS: dict[str, str] = {
+    **dict(DIRECTIONS),
+    "falling": "down",
+    "bouncing": "up and down",
+    "spin_cw": "clockwise",
+    "spin_ccw": "counterclockwise",
 }
+_MANNER_ANSWERS: dict[str, str] = {
+    "moving": "at a steady speed",
+    "pushing": "slows down and stops",
+    "back": "there and back",
+    "pretending": "starts to move but returns",
+    "faster": "faster and faster",
+    "falling": "falls and bounces once",
+    "bouncing": "bounces three times",
+    "spin_cw": "spins in place",
+    "spin_ccw": "spins in place",
+}
+
+
+def motion_answers(manner: str, direction: str, behaviour: str) -> tuple[str, str]:
+    """(direction answer, manner answer) of a synthetic-actions class given by its manifest keys.
+
+    Example:
+        >>> motion_answers("pushing", "right", "")
+        ('from left to right', 'slows down and stops')
+        >>> motion_answers("", "", "falling")
+        ('down', 'falls and bounces once')
+
+    Raises:
+        ValueError: keys that name no class primitive.
+    """
+    key_direction, key_manner = (behaviour, behaviour) if behaviour else (direction, manner)
+    if key_direction not in _DIRECTION_ANSWERS or key_manner not in _MANNER_ANSWERS:
+        raise ValueError(
+            f"no motion answer for manner={manner!r} direction={direction!r} behaviour={behaviour!r}; "
+            f"manners {sorted(k for k, _ in MANNERS)}, directions {sorted(k for k, _ in DIRECTIONS)}, "
+            f"behaviours {sorted(k for k, _ in BEHAVIOURS)}"
+        )
+    return _DIRECTION_ANSWERS[key_direction], _MANNER_ANSWERS[key_manner]
+
+
+@dataclass(frozen=True)
+class PretrainTask:
+    """What the model reads after the video and what it must say.
+
+    Attributes:
+        role: the prompt role, ``query`` (label-free) or ``support`` (label-aware).
+        answer: the answer text of a row.
+        question: a scenario of the pretraining questions (``pretrain_questions.toml``) asked instead
+            of the run's own prompt of that role; None: the run's prompt.
+    """
+
+    role: str
+    answer: Callable[[PretrainRow], str]
+    question: str | None = None
+
+
+#: task name → its prompt and answer (``pretrain.tasks``).
+PRETRAIN_TASKS: dict[str, PretrainTask] = {
+    "query-label": PretrainTask("query", lambda row: row.label),
+    "support-caption": PretrainTask("support", lambda row: row.caption),
+    "query-caption": PretrainTask("query", lambda row: row.caption),
+    "query-direction": PretrainTask("query", lambda row: row.direction, question="ask-direction"),
+    "query-manner": PretrainTask("query", lambda row: row.manner, question="ask-manner"),
+}
+
+
+@functools.cache
+def pretrain_questions() -> TemplateSet:
+    """The motion-only questions of the pretraining tasks (``fsar_train/pretrain_questions.toml``)."""
+    with as_file(files("fsar_train") / "pretrain_questions.toml") as path:
+        return load_templates(path)
 
 
 def list_pretrain_tasks() -> list[str]:
@@ -124,26 +205,45 @@ def read_pretrain_rows(root: str | Path, split: str = "train") -> list[PretrainR
         raise FileNotFoundError(f"{manifest} does not exist; generate synthetic-actions first (`fsar-train synth`)")
     with manifest.open(newline="", encoding="utf-8") as handle:
         return [
-            PretrainRow(r["video_id"], root / r["path"], r["label"], r["caption"])
+            PretrainRow(
+                r["video_id"],
+                root / r["path"],
+                r["label"],
+                r["caption"],
+                *motion_answers(r["manner"], r["direction"], r["behaviour"]),
+            )
             for r in csv.DictReader(handle)
             if r["split"] == split
         ]
 
 
-def _prompt(role: str, scenario: str, label: str | None) -> RenderedPrompt:
+def _prompt(role: str, scenario: str, label: str | None, question: str | None = None) -> RenderedPrompt:
+    if question is not None:
+        return render_prompt(
+            FAMILY, role, question, label=None if role == "query" else label, templates=pretrain_questions()
+        )  # type: ignore[arg-type]
     return render_prompt(FAMILY, role, scenario, label=None if role == "query" else label)  # type: ignore[arg-type]
 
 
-def pretrain_vocabulary(rows: Sequence[PretrainRow], scenario: str) -> list[str]:
-    """Words of the tokenizer: the rows' labels and captions, and the prompts of every role.
+def pretrain_vocabulary(rows: Sequence[PretrainRow], scenario: str, tasks: Sequence[str] = ()) -> list[str]:
+    """Words of the tokenizer: the rows' labels and captions, the prompts of every role, and the
+    questions and answers of the motion-only ``tasks`` among those given.
 
     Only the given (meta-train) rows are read; the split design puts every word of a meta-test class
-    name into some meta-train name, so held-out labels encode word by word too.
+    name into some meta-train name, so held-out labels encode word by word too. The motion-only
+    texts join the vocabulary only when their task is trained, so a model made without them keeps the
+    tokenizer (and the bytes) it had.
     """
     texts = {row.label for row in rows} | {row.caption for row in rows}
     for role in list_roles():
         prompt = _prompt(role, scenario, "something")
         texts.add(f"{prompt.prefix} {prompt.suffix}")
+    for name in tasks:
+        task = PRETRAIN_TASKS[name]
+        if task.question is not None:
+            prompt = _prompt(task.role, scenario, "something", task.question)
+            texts.add(f"{prompt.prefix} {prompt.suffix}")
+            texts |= {task.answer(row) for row in rows}
     return sorted(texts)
 
 
@@ -179,13 +279,19 @@ class _Batcher:
         self.backend = backend
         self.scenario = scenario
         self.n_frames = n_frames
-        self._prompt_ids: dict[tuple[str, str | None], list[int]] = {}
+        self._prompt_ids: dict[tuple[str, str | None, str | None], list[int]] = {}
 
     def sequence(self, row: PretrainRow, task: str) -> tuple[list[int], list[int]]:
-        role, answer = PRETRAIN_TASKS[task](row)
-        key = (role, None if role == "query" else row.label)
+        spec = PRETRAIN_TASKS[task]
+        answer = spec.answer(row)
+        if not answer:
+            raise ValueError(
+                f"task {task!r} has no answer for video {row.video_id!r} (a manifest without motion keys?)"
+            )
+        key = (spec.role, None if spec.role == "query" else row.label, spec.question)
         if key not in self._prompt_ids:
-            self._prompt_ids[key] = self.backend.tokenize(_prompt(role, self.scenario, key[1]), self.n_frames)
+            prompt = _prompt(spec.role, self.scenario, key[1], spec.question)
+            self._prompt_ids[key] = self.backend.tokenize(prompt, self.n_frames)
         prompt = self._prompt_ids[key]
         tokenizer = self.backend.tokenizer
         target = [*list(tokenizer(" " + answer, add_special_tokens=False).input_ids), int(tokenizer.eos_token_id)]
@@ -225,8 +331,10 @@ def mirror_text(text: str) -> str:
 
 
 def mirror_row(row: PretrainRow) -> PretrainRow:
-    """The row of the mirrored video (label and caption mirrored)."""
-    return dataclasses.replace(row, label=mirror_text(row.label), caption=mirror_text(row.caption))
+    """The row of the mirrored video (label, caption and direction answer mirrored)."""
+    return dataclasses.replace(
+        row, label=mirror_text(row.label), caption=mirror_text(row.caption), direction=mirror_text(row.direction)
+    )
 
 
 def _decode(rows: Sequence[PretrainRow], extractor: FeatureExtractor, progress: bool, what: str) -> np.ndarray:
@@ -455,7 +563,7 @@ def pretrain_video_llava(
     generate_synthetic_actions(root, config.synthetic, progress=progress)
     rows = read_pretrain_rows(root, "train")
     scenario = config.features.scenario or scenario_for(config.data.benchmark)
-    model, backend = _build(pre, pretrain_vocabulary(rows, scenario))
+    model, backend = _build(pre, pretrain_vocabulary(rows, scenario, tasks))
     batcher = _Batcher(backend, scenario, pre.n_frames)
     train_pos, val_pos = _split_held_out(rows, pre.val_fraction, pre.seed)
     train_labels = {row.label for row in rows}
