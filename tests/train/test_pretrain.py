@@ -51,7 +51,13 @@ def pretrained(small_config, tmp_path_factory):
 
 
 def test_the_tasks_are_registered():
-    assert list_pretrain_tasks() == ["query-label", "support-caption", "query-caption", "query-direction", "query-manner"]
+    assert list_pretrain_tasks() == [
+        "query-label",
+        "support-caption",
+        "query-caption",
+        "query-direction",
+        "query-manner",
+    ]
 
 
 def test_pretraining_writes_a_model_the_video_llava_backend_loads_by_path(pretrained, small_config):
@@ -320,3 +326,88 @@ def test_a_saved_resume_state_loads_safely(tmp_path):
     loaded = pretrain_module.load_pretrain_state(tmp_path / "state.pt")
     assert loaded["fingerprint"] == config
     assert torch.equal(loaded["model"]["weight"], model.state_dict()["weight"])
+
+
+# ----------------------------------------------------------------------------- motion-only answer tasks
+
+MOTION_TASKS = ["query-label", "support-caption", "query-direction", "query-manner"]
+
+
+def test_every_class_has_motion_answers_and_a_product_class_is_named_by_them():
+    from fsar_train._pretrain import motion_answers
+    from fsar_train._synthetic import synthetic_classes
+
+    manners: dict[str, set[str]] = {}
+    for cls in synthetic_classes():
+        direction, manner = motion_answers(cls.manner, cls.direction, cls.behaviour)
+        assert direction, cls.name
+        assert manner, cls.name
+        if not cls.behaviour:
+            assert direction in cls.name, cls.name  # the path's words are the class name's
+            manners.setdefault(cls.manner, set()).add(manner)
+    # One answer per manner, and different manners get different answers.
+    assert all(len(answers) == 1 for answers in manners.values())
+    assert len({next(iter(a)) for a in manners.values()}) == len(manners) == 5
+    with pytest.raises(ValueError, match=r"manner='sliding'.*manners \['back'"):
+        motion_answers("sliding", "up", "")
+
+
+def test_rows_carry_the_motion_answers_and_a_mirror_swaps_the_direction(small_config):
+    from fsar_train._pretrain import mirror_row
+
+    rows = read_pretrain_rows(small_config.data.root, "train")
+    right = next(r for r in rows if r.label == "moving something from left to right")
+    assert (right.direction, right.manner) == ("from left to right", "at a steady speed")
+    mirrored = mirror_row(right)
+    assert (mirrored.label, mirrored.direction, mirrored.manner) == (
+        "moving something from right to left",
+        "from right to left",
+        "at a steady speed",
+    )
+    up = next(r for r in rows if r.label.startswith("pushing something up"))
+    assert mirror_row(up).direction == "up"
+
+
+def test_motion_words_join_the_tokenizer_only_when_their_tasks_are_trained(small_config):
+    from fsar_train._pretrain import pretrain_vocabulary
+
+    rows = read_pretrain_rows(small_config.data.root, "train")
+    plain = pretrain_vocabulary(rows, "temporal")
+    assert pretrain_vocabulary(rows, "temporal", ["query-label", "support-caption"]) == plain
+    words = " ".join(pretrain_vocabulary(rows, "temporal", MOTION_TASKS))
+    assert "Which way does the object move?" in words
+    assert "there and back" in words
+    assert "Which way" not in " ".join(plain)
+
+
+def test_a_motion_task_asks_its_own_question_and_trains_on_the_answer_alone(pretrained, small_config):
+    rows = read_pretrain_rows(small_config.data.root, "train")
+    backend = create_backend("video-llava", model=str(pretrained.out_dir))
+    batcher = pretrain_module._Batcher(backend, "temporal", 8)
+    row = next(r for r in rows if r.manner == "there and back")
+    ids, target = batcher.sequence(row, "query-direction")
+    text = backend.tokenizer.decode(ids)
+    assert "Which way does the object move? Answer with the direction." in text
+    assert "What is the person doing" not in text
+    answer = backend.tokenizer.decode([t for t in target if t != pretrain_module.IGNORE], skip_special_tokens=True)
+    assert answer == row.direction
+    assert row.direction in row.label
+    ids, target = batcher.sequence(row, "query-manner")
+    assert "How does the object move over time?" in backend.tokenizer.decode(ids)
+    answer = backend.tokenizer.decode([t for t in target if t != pretrain_module.IGNORE], skip_special_tokens=True)
+    assert answer.split() == ["there", "and", "back"]
+
+
+def test_pretraining_with_the_motion_tasks_reports_each_task(small_config, tmp_path):
+    config = apply_overrides(
+        small_config, [f"pretrain.tasks={MOTION_TASKS!r}", "pretrain.steps=4", "pretrain.eval_every=4"]
+    )
+    result = pretrain_video_llava(config, tmp_path / "m", progress=False)
+    for task in MOTION_TASKS:
+        assert 0.0 <= result.metrics[f"{task}/token_acc"] <= 1.0, task
+        assert np.isfinite(result.metrics[f"{task}/loss"]), task
+    info = json.loads((tmp_path / "m" / "pretrain.json").read_text())
+    assert info["tasks"] == MOTION_TASKS
+    # The trained tokenizer knows the questions' words as single tokens.
+    backend = create_backend("video-llava", model=str(tmp_path / "m"))
+    assert len(backend.tokenizer(" Which", add_special_tokens=False).input_ids) == 1
