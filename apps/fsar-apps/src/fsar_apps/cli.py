@@ -9,7 +9,6 @@ ablations of the head → one results table → a prototype store of the meta-te
 
 from __future__ import annotations
 
-import errno
 import logging
 import sys
 from pathlib import Path
@@ -410,11 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         err_console.print(f"[red]error:[/red] {err.strerror or err}: {err.filename or ''}".rstrip(": "))
         return 2
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            err_console.print(f"[red]error:[/red] the disk is full while writing {err.filename or 'the run folder'}")
-            return 2
-        raise
+    except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback
+        from fsar_train import WriteError, describe_os_error
+
+        message = str(err) if isinstance(err, WriteError) else describe_os_error(err)
+        if message is None:
+            raise
+        err_console.print(f"[red]error:[/red] {message}", highlight=False)
+        return 2
     except ValueError as err:  # includes the store's StoreMismatchError
         err_console.print(f"[red]error:[/red] {err}")
         return 2

@@ -43,6 +43,7 @@ from fsar_train._config import (
 )
 from fsar_train._evaluate import results_table
 from fsar_train._experiment import evaluate_run, run_experiment
+from fsar_train._io import WriteError, describe_os_error
 from fsar_train._pretrain import pretrain_table, pretrain_video_llava
 from fsar_train._synthetic import generate_synthetic_actions
 
@@ -117,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A user's mistake (a bad value, a missing file, a folder made with another config): one
         # sentence on stderr, no traceback. Bugs (other exceptions) keep theirs.
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+    except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback
+        message = str(err) if isinstance(err, WriteError) else describe_os_error(err)
+        if message is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
         return 2
 
 
