@@ -21,7 +21,16 @@ Example:
 """
 
 from fsar_features import backends as _backends  # registers the backends
-from fsar_features._cache import STORAGE_DTYPES, CacheEntry, CacheFailure, FeatureCache, FeatureRecipe
+from fsar_features._cache import (
+    STALE_AFTER_S,
+    STORAGE_DTYPES,
+    CacheDiskFullError,
+    CacheEntry,
+    CacheFailure,
+    CacheProblem,
+    FeatureCache,
+    FeatureRecipe,
+)
 from fsar_features._decode import (
     LayerSpec,
     TextPoolingContext,
@@ -64,10 +73,13 @@ del _backends
 __version__ = "0.1.0"
 
 __all__ = [
+    "STALE_AFTER_S",
     "STORAGE_DTYPES",
     "BackendOutput",
+    "CacheDiskFullError",
     "CacheEntry",
     "CacheFailure",
+    "CacheProblem",
     "ExtractionConfig",
     "ExtractionSummary",
     "FeatureBackend",

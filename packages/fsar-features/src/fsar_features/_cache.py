@@ -16,11 +16,26 @@ Writes are atomic: every file is written to a temporary name in the same folder,
 ``fsync``-ed, then renamed over its final name with ``os.replace`` (and the folder is fsync-ed). A
 shard is written before its manifest fragment, so a process killed at any moment leaves either a
 committed shard (fragment present) or an orphan shard and temporary files that readers ignore; a
-rerun skips the committed videos and redoes the rest (``FeatureCache.clean`` removes the debris
-when no writer is running). Each writer (process) writes only files named after its own writer id,
-so many processes can fill one cache; readers merge all fragments. Should two fragments hold the
-same video at the same generation (two runs of the same shard at the same time), the first by file
-name wins and ``duplicates`` reports it.
+rerun skips the committed videos and redoes the rest (debris: below). Each writer (process) writes
+only files named after its own writer id, so many processes can fill one cache; readers merge all
+fragments. Should two fragments hold the same video at the same generation (two runs of the same
+shard at the same time), the first by file name wins and ``duplicates`` reports it.
+
+Integrity: a fragment records its shard's size (``shard_bytes``) and SHA-256 (``shard_sha256``).
+Opening (``refresh``) checks every committed shard's size against it, or, for fragments written
+before these fields existed, parses the safetensors header (8 + header length + the largest data
+offset must be the file size). A shard that is missing, truncated or extended is *damaged*: a
+warning names it, its videos are not cached (a rerun extracts them again, at a generation above the
+damaged one), and ``verify()`` lists it; ``verify(full=True)`` also re-hashes every shard against its
+SHA-256, which finds bytes changed in place. ``clean()`` (and so starting a writer) deletes a
+damaged shard and its fragment once every video and failure in it is recorded again elsewhere.
+
+Debris: starting a writer (``FeatureCache.writer``) deletes temporary files and uncommitted shards
+that have not been modified for ``STALE_AFTER_S`` (an hour): a live writer renames its temporary
+file within seconds of writing it, so only files of dead writers are that old; ``clean()``
+deletes all debris at once but must run only when no writer is active. A write that fills the disk
+(``ENOSPC``/``EDQUOT``) removes its temporary file and raises ``CacheDiskFullError`` naming the
+file; everything committed before stays readable.
 
 Reading ``visual(ids)`` / ``text(ids, role)`` returns stacked tensors, memory-mapped through
 safetensors ``safe_open`` (only the requested rows are read).
@@ -32,10 +47,13 @@ Widths: text vectors are D_in wide (``recipe.dim``, the decoder width); visual f
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +67,16 @@ from torch import Tensor
 
 from fsar_features._decode import VideoFeatures
 
-__all__ = ["STORAGE_DTYPES", "CacheEntry", "CacheFailure", "FeatureCache", "FeatureRecipe"]
+__all__ = [
+    "STALE_AFTER_S",
+    "STORAGE_DTYPES",
+    "CacheDiskFullError",
+    "CacheEntry",
+    "CacheFailure",
+    "CacheProblem",
+    "FeatureCache",
+    "FeatureRecipe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +88,10 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
 }
 _TEXT_PREFIX = "text."
+#: Debris (temporary files, uncommitted shards) unmodified for this many seconds belongs to a dead
+#: writer: a live one renames its temporary file right after writing it. Starting a writer deletes it.
+STALE_AFTER_S = 3600.0
+_TEMP_GLOB = ".*.tmp-*"
 
 
 @dataclass(frozen=True)
@@ -234,6 +265,53 @@ class CacheFailure:
     reason: str
 
 
+@dataclass(frozen=True)
+class CacheProblem:
+    """A damaged committed shard, found by ``FeatureCache.verify``.
+
+    Attributes:
+        path: the shard file.
+        problem: what is wrong, in one sentence (what was expected and what was found).
+        superseded: True when every video of the shard has been committed again in an intact shard
+            (nothing is lost; ``FeatureCache.clean`` deletes it).
+    """
+
+    path: Path
+    problem: str
+    superseded: bool = False
+
+    def describe(self) -> str:
+        """One line: the path and the problem."""
+        note = " (its videos were extracted again since; clean() deletes it)" if self.superseded else ""
+        return f"damaged shard {self.path}: {self.problem}{note}"
+
+
+class CacheDiskFullError(OSError):
+    """The disk (or quota) filled while writing a cache file; nothing committed before is lost.
+
+    ``errno`` is ``ENOSPC`` or ``EDQUOT`` and ``filename`` the file being written, so callers that
+    handle ``OSError`` by errno keep working; ``str()`` is one sentence naming the file.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full(path: Path, error: OSError) -> CacheDiskFullError:
+    """The one-sentence error for a write of ``path`` that ran out of space."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there now"
+    except OSError:  # pragma: no cover - the folder vanished
+        free = "free space unknown"
+    what = "disk quota exceeded" if error.errno == getattr(errno, "EDQUOT", None) else "no space left on device"
+    message = f"{what} while writing {path} ({free}); free space in {path.parent} and run again to resume"
+    return CacheDiskFullError(error.errno, message, str(path))
+
+
+def _is_disk_full(error: OSError) -> bool:
+    return error.errno in {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -246,20 +324,88 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, fsync-ed; return its name."""
+    """Write ``data`` to a temporary file next to ``path``, fsync-ed; return its name.
+
+    A failed write removes the temporary file.
+
+    Raises:
+        CacheDiskFullError: the disk or quota filled (the message names ``path``).
+        OSError: any other failed write.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and _is_disk_full(error):
+            raise _disk_full(path, error) from error
+        raise
     return tmp
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, ``os.replace``, fsync folder)."""
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, ``os.replace``, fsync folder).
+
+    Raises:
+        CacheDiskFullError: the disk or quota filled; ``path`` is unchanged and no temporary file is left.
+        OSError: any other failed write.
+    """
     tmp = _write_temp(path, data)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if _is_disk_full(error):
+            raise _disk_full(path, error) from error
+        raise
     _fsync_dir(path.parent)
+
+
+def _safetensors_damage(path: Path, size: int) -> str | None:
+    """Why the safetensors file ``path`` of ``size`` bytes is not whole, or None when its header adds up.
+
+    The header (8-byte little-endian length, then JSON) gives every tensor's byte range; the file
+    must end exactly at the largest range end.
+    """
+    if size < 8:
+        return f"it has {size} bytes, fewer than a safetensors header"
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if 8 + length > size:
+                return f"its header claims {length} bytes but the file has {size}"
+            header = json.loads(f.read(length))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        return f"its safetensors header cannot be read ({error})"
+    expected = 8 + length + end
+    if expected != size:
+        return f"its header says {expected} bytes, the file has {size} (truncated or torn)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class _ShardRecord:
+    """A committed shard as its fragment records it, and what opening found."""
+
+    shard: str
+    fragment: str
+    size: int | None
+    sha256: str | None
+    videos: dict[str, int]  # video id → generation
+    failed: tuple[str, ...] = ()  # video ids of the failures the fragment records
+    damage: str | None = None
 
 
 def _create_exclusive(path: Path, data: bytes) -> bool:
@@ -301,6 +447,12 @@ class FeatureCache:
         self._failures: dict[str, CacheFailure] = {}
         self._duplicates: list[str] = []
         self._handles: dict[str, Any] = {}
+        self._shards: dict[str, _ShardRecord] = {}
+        self._generations: dict[str, int] = {}
+        # shard → ((size, mtime_ns), problem) of a SHA-256 mismatch found by verify(full=True); kept
+        # while the file is unchanged, so a refresh keeps treating the shard as damaged.
+        self._hash_damage: dict[str, tuple[tuple[int, int], str]] = {}
+        self._warned: set[tuple[str, str, bool]] = set()  # (shard, damage, lost): each warning once
         self.refresh()
 
     # ------------------------------------------------------------------ opening and creating
@@ -336,11 +488,40 @@ class FeatureCache:
                 )
         return cls(root, recipe)
 
+    def _check_shard(self, record: _ShardRecord) -> str | None:
+        """Why a committed shard is damaged (cheap: a stat, or a header read for old fragments), or None."""
+        path = self.root / record.shard
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return "the file is missing"
+        if record.size is not None:
+            if stat.st_size != record.size:
+                return f"its fragment records {record.size} bytes, the file has {stat.st_size} (truncated or torn)"
+        else:
+            damage = _safetensors_damage(path, stat.st_size)
+            if damage is not None:
+                return damage
+        known = self._hash_damage.get(record.shard)
+        if known is not None and known[0] == (stat.st_size, stat.st_mtime_ns):
+            return known[1]
+        return None
+
     def refresh(self) -> None:
-        """Re-read the manifest fragments (to see what other processes committed since)."""
+        """Re-read the manifest fragments (to see what other processes committed since).
+
+        Every committed shard is checked cheaply (its size, or its header for old fragments); the
+        videos of a damaged shard are left out (not cached) and a warning names the shard.
+
+        Raises:
+            ValueError: a fragment written for another recipe.
+        """
         entries: dict[str, CacheEntry] = {}
         failures: dict[str, CacheFailure] = {}
         duplicates: list[str] = []
+        shards: dict[str, _ShardRecord] = {}
+        generations: dict[str, int] = {}  # video id → highest generation recorded, damaged or not
+        damaged_generations: dict[str, int] = {}
         manifest = self.root / "manifest"
         names = sorted(p.name for p in manifest.glob("*.json")) if manifest.is_dir() else []
         for name in names:
@@ -350,6 +531,27 @@ class FeatureCache:
                     f"manifest fragment {name} was written for recipe {fragment.get('recipe')}, "
                     f"not this cache's {self.recipe.hash}"
                 )
+            for raw in fragment.get("failures", []):
+                failures[raw["video_id"]] = CacheFailure(raw["video_id"], raw["path"], raw["reason"])
+            if not fragment["entries"]:
+                continue
+            record = _ShardRecord(
+                shard=fragment["shard"],
+                fragment=f"manifest/{name}",
+                size=fragment.get("shard_bytes"),
+                sha256=fragment.get("shard_sha256"),
+                videos={raw["video_id"]: raw.get("generation", 0) for raw in fragment["entries"]},
+                failed=tuple(raw["video_id"] for raw in fragment.get("failures", [])),
+            )
+            record.damage = self._check_shard(record)
+            shards[record.shard] = record
+            for video_id, generation in record.videos.items():
+                generations[video_id] = max(generations.get(video_id, -1), generation)
+            if record.damage is not None:
+                self._handles.pop(record.shard, None)
+                for video_id, generation in record.videos.items():
+                    damaged_generations[video_id] = max(damaged_generations.get(video_id, -1), generation)
+                continue
             for raw in fragment["entries"]:
                 entry = CacheEntry(
                     video_id=raw["video_id"],
@@ -368,14 +570,93 @@ class FeatureCache:
                     entries[entry.video_id] = entry
                 elif entry.generation == current.generation:
                     duplicates.append(entry.video_id)
-            for raw in fragment.get("failures", []):
-                failures[raw["video_id"]] = CacheFailure(raw["video_id"], raw["path"], raw["reason"])
+        # A video whose newest commit is damaged is not cached: an older intact entry was made for
+        # another label or prompt, so serving it would be wrong.
+        for video_id, generation in damaged_generations.items():
+            if video_id in entries and entries[video_id].generation < generation:
+                del entries[video_id]
+        for record in shards.values():
+            if record.damage is not None:
+                lost = sorted(v for v in record.videos if v not in entries)
+                key = (record.shard, record.damage, bool(lost))
+                if key in self._warned:
+                    continue
+                self._warned.add(key)
+                log.warning(
+                    "feature cache shard %s is damaged: %s; %s",
+                    self.root / record.shard,
+                    record.damage,
+                    f"its {len(lost)} videos not cached elsewhere (e.g. {', '.join(lost[:3])}) are treated as "
+                    "not cached and the next extraction run extracts them again"
+                    if lost
+                    else "its videos were extracted again since, so nothing is lost (clean() deletes it)",
+                )
         self._entries = dict(sorted(entries.items()))
         self._failures = {k: v for k, v in sorted(failures.items()) if k not in entries}
         self._duplicates = duplicates
+        self._shards = shards
+        self._generations = generations
 
-    def writer(self, writer_id: str, videos_per_shard: int = 256) -> CacheWriter:
-        """A writer that commits shards of ``videos_per_shard`` videos under ``writer_id``."""
+    def next_generation(self, video_id: str) -> int:
+        """The generation a new commit of ``video_id`` takes: one above any recorded (damaged shards
+        included), so it is the one readers serve; 0 for a video never committed."""
+        return self._generations.get(video_id, -1) + 1
+
+    def verify(self, full: bool = False) -> list[CacheProblem]:
+        """Check every committed shard; returns the damaged ones (empty when all are whole).
+
+        Re-reads the manifest (``refresh``) and checks each shard's size against its fragment's
+        ``shard_bytes`` (or, for fragments without it, the safetensors header against the file size).
+        With ``full``, also hashes every shard against its fragment's ``shard_sha256`` (fragments
+        written before it existed get only the size/header check); a mismatch marks the shard
+        damaged for this cache object too, so its videos are no longer served.
+
+        Raises:
+            ValueError: a fragment written for another recipe.
+        """
+        self.refresh()
+        if full:
+            changed = False
+            for record in self._shards.values():
+                if record.damage is not None or record.sha256 is None:
+                    continue
+                path = self.root / record.shard
+                digest = _sha256(path)
+                if digest != record.sha256:
+                    stat = path.stat()
+                    problem = (
+                        f"its SHA-256 is {digest[:16]}…, its fragment records {record.sha256[:16]}… "
+                        "(bytes changed in place)"
+                    )
+                    self._hash_damage[record.shard] = ((stat.st_size, stat.st_mtime_ns), problem)
+                    changed = True
+            if changed:
+                self.refresh()
+        problems = []
+        for record in self._shards.values():
+            if record.damage is not None:
+                superseded = all(v in self._entries for v in record.videos)  # served from another shard
+                problems.append(CacheProblem(self.root / record.shard, record.damage, superseded=superseded))
+        return problems
+
+    @property
+    def n_shards(self) -> int:
+        """Committed shards (damaged ones included)."""
+        return len(self._shards)
+
+    def writer(
+        self, writer_id: str, videos_per_shard: int = 256, *, clean_older_than: float | None = STALE_AFTER_S
+    ) -> CacheWriter:
+        """A writer that commits shards of ``videos_per_shard`` videos under ``writer_id``.
+
+        Starting one first deletes debris of dead writers: temporary files and uncommitted shards
+        unmodified for ``clean_older_than`` seconds (an hour by default; None keeps everything). A
+        live writer's files are younger, so many writers can start and run at once.
+        """
+        if clean_older_than is not None:
+            removed = self.clean(older_than=clean_older_than)
+            if removed:
+                log.info("removed %d stale files of dead writers from %s", len(removed), self.root)
         return CacheWriter(self, writer_id, videos_per_shard)
 
     # ------------------------------------------------------------------ reading
@@ -492,27 +773,50 @@ class FeatureCache:
             temporal_centring=self.recipe.temporal_centring,
         )
 
-    def clean(self) -> list[Path]:
-        """Delete temporary files and shards no fragment commits (debris of killed writers).
+    def clean(self, older_than: float | None = None) -> list[Path]:
+        """Delete debris: temporary files, shards no fragment commits, superseded damaged shards.
 
-        Run only when no writer is active: a live writer's shard is "orphan" until it commits.
+        With ``older_than=None`` every temporary file and uncommitted shard goes, so run it only when
+        no writer is active (a live writer's shard is uncommitted for a moment). With ``older_than``
+        (seconds) only those unmodified for that long go, which is safe while writers run (starting
+        a writer does this). A damaged shard (see ``verify``) is deleted with its fragment only when
+        every one of its videos has been committed again in an intact shard and every failure the
+        fragment records is cached (whatever the age), so deleting it loses nothing.
 
         Returns:
             The deleted paths.
         """
-        committed = {e.shard for e in self._entries.values()}
         manifest = self.root / "manifest"
+        committed: set[str | None] = set()
         for name in (p.name for p in manifest.glob("*.json")):
             committed.add(json.loads((manifest / name).read_text()).get("shard"))
+        cutoff = None if older_than is None else time.time() - older_than
         removed = []
-        for folder in (self.root / "shards", self.root / "manifest", self.root):
-            for path in folder.glob(".*.tmp-*"):
+
+        def remove(path: Path) -> None:
+            try:
+                if cutoff is not None and path.stat().st_mtime > cutoff:
+                    return
                 path.unlink()
-                removed.append(path)
+            except FileNotFoundError:  # a writer renamed or another cleaner removed it meanwhile
+                return
+            removed.append(path)
+
+        for folder in (self.root / "shards", self.root / "manifest", self.root):
+            for path in folder.glob(_TEMP_GLOB):
+                remove(path)
         for path in (self.root / "shards").glob("*.safetensors"):
             if f"shards/{path.name}" not in committed:
-                path.unlink()
-                removed.append(path)
+                remove(path)
+        for problem in self.verify():
+            record = self._shards[problem.path.relative_to(self.root).as_posix()]
+            # Deleting the fragment must lose nothing: its videos and its failures are recorded elsewhere.
+            if problem.superseded and all(v in self._entries for v in record.failed):
+                for rel in (record.fragment, record.shard):  # the fragment first: no record of a missing shard
+                    (self.root / rel).unlink(missing_ok=True)
+                    removed.append(self.root / rel)
+        if any(p.suffix == ".json" and p.parent.name == "manifest" for p in removed):
+            self.refresh()
         return removed
 
 
@@ -604,7 +908,13 @@ class CacheWriter:
         return out, entries
 
     def flush(self) -> None:
-        """Commit buffered features and failures: shard first, then its manifest fragment."""
+        """Commit buffered features and failures: shard first, then its manifest fragment.
+
+        Raises:
+            CacheDiskFullError: the disk or quota filled; the buffer is kept (a later flush retries),
+                no temporary file is left, and everything committed before stays readable.
+            ValueError: features beyond the storage dtype's range.
+        """
         if not self._buffer and not self._failures:
             return
         name = f"{self.writer_id}-{self._seq:06d}"
@@ -624,6 +934,9 @@ class CacheWriter:
             "entries": entries,
             "failures": [dataclasses.asdict(f) for f in self._failures],
         }
+        if shard is not None:
+            fragment["shard_bytes"] = len(data)
+            fragment["shard_sha256"] = hashlib.sha256(data).hexdigest()
         atomic_write(self.cache.root / "manifest" / f"{name}.json", (json.dumps(fragment) + "\n").encode())
         self.committed += len(entries)
         self._seq += 1

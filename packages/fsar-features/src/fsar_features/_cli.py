@@ -3,8 +3,12 @@
 ``extract`` walks ``VIDEO_DIR`` for video files (mp4, webm, avi, mkv, mov). A video's id is its path
 relative to ``VIDEO_DIR`` without the extension; with ``--labels folder`` (the UCF101 / HMDB51
 layout ``<class>/<video>``) its label is the name of its parent folder, otherwise it has none and
-gets the query prompt only. The exit status is 0 when every video succeeded, 1 when any failed,
-2 for a usage error.
+gets the query prompt only. The exit status is 0 when every video succeeded, 1 when any failed or
+the disk filled (one sentence names the file), 2 for a usage error.
+
+``info`` describes a cache and counts damaged shards (a size or header check); ``info --verify``
+also re-hashes every shard, prints one line per damaged shard and a summary, and exits 1 when any
+shard is damaged, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsar_features._cache import STORAGE_DTYPES, FeatureCache
+from fsar_features._cache import STORAGE_DTYPES, CacheDiskFullError, FeatureCache
 from fsar_features._decode import list_text_poolings, list_visual_poolings
 from fsar_features._extract import ROLES, ExtractionConfig, VideoItem, extract_features
 from fsar_features._registry import list_backends
@@ -92,22 +96,44 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-progress", action="store_true")
     info = sub.add_parser("info", help="describe a cache")
     info.add_argument("cache_dir", type=Path)
+    info.add_argument(
+        "--verify", action="store_true", help="re-hash every shard; exit 1 when any is damaged (truncated, changed)"
+    )
     return parser
 
 
+def _info(cache_dir: Path, verify: bool) -> int:
+    """``info``: the recipe and counts; with ``verify``, every shard re-hashed (1 when any is damaged)."""
+    cache = FeatureCache.open(cache_dir)
+    problems = cache.verify(full=verify)
+    print(cache)
+    for key, value in dataclasses.asdict(cache.recipe).items():
+        print(f"  {key}: {value}")
+    print(f"  failures: {len(cache.failures)}, duplicates: {len(cache.duplicates)}, damaged shards: {len(problems)}")
+    if not verify:
+        return 0
+    for problem in problems:
+        print(problem.describe())
+    if problems:
+        lost = sum(not p.superseded for p in problems)
+        print(
+            f"verify: {len(problems)} of {cache.n_shards} shards damaged ({lost} with videos not cached elsewhere); "
+            "their videos are not cached and the next extraction run extracts them again"
+        )
+        return 1
+    print(f"verify: all {cache.n_shards} shards intact ({len(cache)} videos, sizes and SHA-256 checked)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 some videos failed, 2 usage error)."""
+    """Run the CLI; returns the exit status (0 ok, 1 some videos failed, a full disk or a damaged
+    shard under ``info --verify``, 2 usage error)."""
     args = _parser().parse_args(argv)
     # Warnings (skipped videos) go to stderr as they happen; the summary is printed once at the end.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "info":
-            cache = FeatureCache.open(args.cache_dir)
-            print(cache)
-            for key, value in dataclasses.asdict(cache.recipe).items():
-                print(f"  {key}: {value}")
-            print(f"  failures: {len(cache.failures)}, duplicates: {len(cache.duplicates)}")
-            return 0
+            return _info(args.cache_dir, args.verify)
         backend_kwargs = {}
         if args.backend in _TINY:
             if args.model or args.dtype:
@@ -146,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             backend_kwargs=backend_kwargs,
         )
+    except CacheDiskFullError as error:
+        print(f"fsar-features: error: {error}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as error:
         print(f"fsar-features: error: {error}", file=sys.stderr)
         return 2

@@ -620,6 +620,8 @@ def extract_features(
 
     Raises:
         ValueError: repeated video ids, a bad shard, or a cache with another recipe.
+        CacheDiskFullError: the disk filled while committing (an ``OSError`` naming the file); what
+            was committed before stays, and a rerun resumes.
 
     Example:
         >>> summary = extract_features([("v1", "v1.mp4", "jump")], "cache/", progress=False)  # doctest: +SKIP
@@ -645,7 +647,7 @@ def extract_features(
                 entry.prompt_ids.get(role) == pid for role, pid in wanted.items()
             ):
                 continue
-            generations[it.video_id] = entry.generation + 1
+            generations[it.video_id] = cache.next_generation(it.video_id)
     todo = [it for it in assigned if it.video_id not in cache or it.video_id in generations]
     if generations:
         log.warning(
@@ -670,7 +672,9 @@ def extract_features(
             [clip for _, clip in batch], [it.video_id for it, _ in batch], [it.label for it, _ in batch]
         )
         for (item, _), feat in zip(batch, feats, strict=True):
-            writer.add(feat, item.path, generation=generations.get(item.video_id, 0))
+            # A video of a damaged shard is not cached; its new commit goes above the damaged one.
+            generation = generations.get(item.video_id, cache.next_generation(item.video_id))
+            writer.add(feat, item.path, generation=generation)
         bar.advance(task, len(batch))
         batch.clear()
 
