@@ -71,3 +71,18 @@ def test_decoding_options_reach_the_recipe(
     assert (recipe.text_pooling_for("support"), recipe.text_pooling_for("query")) == ("label", "mean")
     assert main(["info", str(tmp_path / "c")]) == 0
     assert "visual_dim: 256" in capsys.readouterr().out
+
+
+def test_paths_named_like_videos_that_are_not_files_are_named_not_skipped_silently(
+    video_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = find_videos(video_folder)
+    (video_folder / "x.mp4").mkdir()
+    (video_folder / "gone.mp4").symlink_to(video_folder / "nowhere.mp4")
+    with caplog.at_level("WARNING"):
+        items = find_videos(video_folder)
+    assert items == before  # neither becomes a video ...
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipping 2 path(s) named like videos that are not files" in message  # ... and both are said
+    assert f"{video_folder / 'x.mp4'} (a folder)" in message
+    assert f"{video_folder / 'gone.mp4'} (a broken link)" in message

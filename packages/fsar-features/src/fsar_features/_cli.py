@@ -28,6 +28,8 @@ from fsar_features._sampling import list_samplers
 
 __all__ = ["VIDEO_EXTENSIONS", "find_videos", "main"]
 
+log = logging.getLogger(__name__)
+
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 _TINY = ("tiny-video-llava", "tiny-llava-next-video")
 
@@ -47,8 +49,15 @@ def find_videos(root: str | Path, labels: str = "none") -> list[VideoItem]:
         raise ValueError(f"unknown labels mode {labels!r}; valid: none, folder")
     if not root.is_dir():
         raise ValueError(f"{str(root)!r} is not a folder of videos")
+    named = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+    # A folder named like a video, or a link to nothing: said, not skipped silently.
+    odd = [p for p in named if not p.is_file()]
+    if odd:
+        shown = ", ".join(f"{p} ({'a folder' if p.is_dir() else 'a broken link'})" for p in odd[:5])
+        more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        log.warning("skipping %d path(s) named like videos that are not files: %s%s", len(odd), shown, more)
     items = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()):
+    for path in (p for p in named if p.is_file()):
         rel = path.relative_to(root)
         label = rel.parent.name if labels == "folder" and rel.parent != Path(".") else None
         items.append(VideoItem(rel.with_suffix("").as_posix(), str(path), label))
