@@ -5,10 +5,15 @@ by a trained FSAR-LLaVA head from K example videos. A query is a cosine vector s
 candidates (visual and text columns, optionally filtered by tag) followed by MPMM re-ranking of
 the candidates, exactly the matching the head uses in episodes.
 
-Guarantees: the store records its recipe (features + head) and refuses anything else; re-adding
-an action replaces its row in one new table version (never a duplicate); concurrent writers
-append without losing rows (the table is created once, then merged into); every change is a table
-version that ``restore`` can go back to; any LanceDB URI works (a local path by default).
+Guarantees (``docs/store.md``, "What the store guarantees, and how it is tested"): the store
+records exactly one recipe (features + head): the one the metadata table's first commit holds, so of
+several processes creating a store at once exactly one recipe wins and the others get
+``StoreMismatchError``; it refuses anything else. ``key`` (``tag/action``) is the tables' unenforced
+primary key, so Lance detects concurrent ``merge_insert``s of the same key and retries them: one
+row per key whatever the concurrency, the last writer to commit wins. Every change is a table
+version that ``restore`` can go back to. Any LanceDB URI works (a local path by default; object
+storage with ``storage_options``); the guarantees rest on Lance's atomic put-if-not-exists commit,
+which local file systems and S3 (conditional writes) provide.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from typing import Any
 
 import lancedb
 import numpy as np
+import pyarrow as pa
 import torch
-from lancedb.pydantic import LanceModel
 from torch import Tensor, nn
 
 from fsar_apps.store._schema import StoreRecipe, prototype_model
@@ -45,9 +50,23 @@ class StoreMismatchError(ValueError):
     """Prototypes or a store made with a different feature recipe or head."""
 
 
-class _MetaRow(LanceModel):
-    key: str
-    value: str
+#: Field metadata that makes ``key`` Lance's unenforced primary key: ``merge_insert`` then detects
+#: concurrent inserts of the same key (a commit conflict, retried) instead of writing two rows.
+_PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
+_PRIMARY_KEY_MARKERS = (b"lance-schema:unenforced-primary-key", b"lance-schema:unenforced-primary-key:position")
+
+
+def _with_primary_key(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its (non-nullable) ``key`` column marked as the primary key."""
+    index = schema.get_field_index("key")
+    return schema.set(index, schema.field(index).with_nullable(False).with_metadata(_PRIMARY_KEY))
+
+
+def _has_primary_key(schema: pa.Schema) -> bool:
+    return any(marker in (schema.field("key").metadata or {}) for marker in _PRIMARY_KEY_MARKERS)
+
+
+_META_SCHEMA = _with_primary_key(pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string(), False)]))
 
 
 @dataclass(frozen=True)
@@ -188,53 +207,156 @@ class PrototypeStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(
-        cls, uri: str | Path, recipe: StoreRecipe | None = None, *, table_name: str = "prototypes"
+        cls,
+        uri: str | Path,
+        recipe: StoreRecipe | None = None,
+        *,
+        table_name: str = "prototypes",
+        storage_options: dict[str, str] | None = None,
     ) -> PrototypeStore:
         """Open (or, with a recipe, create) the store at ``uri``.
+
+        Creating is race-free: the metadata table is created with the recipe row in its first
+        commit, and Lance writes a table's version 1 once (put-if-not-exists); the store's recipe is
+        the one version 1 records. When several processes create the same store at once, a process
+        with another recipe gets ``StoreMismatchError`` (and puts the winner's row back if Lance
+        retried its losing create as an overwrite), one with the same recipe opens the store.
 
         Args:
             uri: a local path or any LanceDB URI (``s3://…``, ``memory://``).
             recipe: the recipe of the prototypes you will add or query with. Required to create a
                 store; when given for an existing store it must equal the stored one. Without it the
                 open is read-only in effect: nothing is created at a URI that holds no store.
+            table_name: the prototype table (several can share one store's recipe).
+            storage_options: object-store settings passed to ``lancedb.connect`` (for S3:
+                ``aws_endpoint``, ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_region``,
+                ``allow_http``).
 
         Raises:
-            StoreMismatchError: ``recipe`` differs from the store's (both are named).
-            ValueError: no store at ``uri`` and no recipe to create one.
+            StoreMismatchError: ``recipe`` differs from the store's (both are named), or the store
+                (made by an older fsar) records several different recipes.
+            ValueError: no store at ``uri`` and no recipe to create one, a recipe with ``dim`` or
+                ``n_frames`` below 1, or a metadata table without a recipe.
         """
         uri = str(uri)
         missing = f"no prototype store at {uri}: create one by opening it with a StoreRecipe (e.g. `store build`)"
         if recipe is None and "://" not in uri and not (Path(uri) / f"{_META_TABLE}.lance").is_dir():
             raise ValueError(missing)  # a read-only open never creates anything (connect makes the folder)
+        if recipe is not None and (recipe.dim < 1 or recipe.n_frames < 1):
+            raise ValueError(f"a store recipe needs dim >= 1 and n_frames >= 1, got {recipe.describe()}")
         # Read-your-writes across processes: every read sees the latest committed version.
-        db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
-        if recipe is None and _META_TABLE not in db.list_tables().tables:
-            raise ValueError(missing)
-        meta = db.create_table(_META_TABLE, schema=_MetaRow, exist_ok=True)
-        stored = cls._read_meta(meta).get("recipe")
-        if stored is None:
-            if recipe is None:
-                raise ValueError(f"no prototype store at {uri}: create one by opening it with a StoreRecipe")
-            if recipe.dim < 1 or recipe.n_frames < 1:
-                raise ValueError(f"a store recipe needs dim >= 1 and n_frames >= 1, got {recipe.describe()}")
-            # merge_insert on the key: two processes creating the store at once write one row.
-            meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
-                [{"key": "recipe", "value": recipe.to_json()}]
-            )
-            stored = cls._read_meta(meta)["recipe"]
-        stored_recipe = StoreRecipe.from_json(stored)
+        db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
+        if recipe is None:
+            try:
+                meta = db.open_table(_META_TABLE)
+            except ValueError:  # not there (or another process is creating it: not a store yet)
+                raise ValueError(missing) from None
+        else:
+            first = pa.Table.from_pylist([{"key": "recipe", "value": recipe.to_json()}], schema=_META_SCHEMA)
+            meta = cls._open_or_create(db, _META_TABLE, first)
+        stored_recipe = cls._read_recipe(meta, uri)
+        if recipe is not None:
+            cls._repair_recipe_row(meta, stored_recipe)  # after our own create, if it lost the race
         if recipe is not None and recipe != stored_recipe:
             raise StoreMismatchError(
                 f"the store at {uri} holds prototypes of {stored_recipe.describe()} "
                 f"(recipe {stored_recipe.fingerprint}), not {recipe.describe()} (recipe {recipe.fingerprint})"
             )
-        table = db.create_table(table_name, schema=prototype_model(stored_recipe.dim), exist_ok=True)
+        empty = _with_primary_key(prototype_model(stored_recipe.dim).to_arrow_schema()).empty_table()
+        table = cls._open_or_create(db, table_name, empty)
         return cls(db, table, meta, stored_recipe, uri)
+
+    @staticmethod
+    def _open_or_create(db: Any, name: str, first: pa.Table) -> Any:
+        """The table ``name``, created with ``first`` as its first commit if it does not exist.
+
+        Lance writes a table's version 1 once (put-if-not-exists): of concurrent creators one
+        writes it; the others open the table (``mode="create"`` refuses an existing one, or Lance
+        retries their commit as a later version, which ``_read_recipe`` ignores).
+
+        Raises:
+            Exception: the creation error, when the table could not be created and cannot be opened.
+        """
+        try:
+            return db.open_table(name)
+        except ValueError:  # not found (listed tables can be half-created ones: always try to open)
+            pass
+        try:
+            return db.create_table(name, data=first, mode="create")
+        except Exception as error:  # "already exists", or a lost race on the first manifest
+            try:
+                return db.open_table(name)
+            except Exception:
+                raise error from None
+
+    @staticmethod
+    def _recipe_rows(meta: Any) -> list[str]:
+        return meta.search().where("key = 'recipe'").limit(None).to_arrow().column("value").to_pylist()
+
+    @classmethod
+    def _read_recipe(cls, meta: Any, uri: str) -> StoreRecipe:
+        """The store's one recipe: the one in the metadata table's first version.
+
+        Version 1 is written once (put-if-not-exists), so it names one recipe whoever raced to
+        create the store. A creator that lost the race can still have its ``create_table`` retried by
+        Lance as an overwrite at a later version; reading version 1 ignores that. A store made by an
+        older fsar has an empty version 1 and its recipe row(s) in later versions.
+
+        Raises:
+            StoreMismatchError: an older store records several different recipes (concurrent
+                creators could each add one).
+            ValueError: it records none (a creation interrupted with an older fsar).
+        """
+        try:
+            meta.checkout(1)
+            rows = cls._recipe_rows(meta)
+        except (ValueError, RuntimeError, OSError):  # version 1 cleaned up: an older store
+            rows = []
+        finally:
+            meta.checkout_latest()
+        rows = rows or cls._recipe_rows(meta)
+        recipes = sorted(set(rows))
+        if not recipes:
+            raise ValueError(f"the store at {uri} records no recipe (an interrupted creation): delete it and rebuild")
+        if len(recipes) > 1:
+            described = "; ".join(
+                f"{r.describe()} (recipe {r.fingerprint})" for r in map(StoreRecipe.from_json, recipes)
+            )
+            raise StoreMismatchError(
+                f"the store at {uri} records {len(recipes)} different recipes ({described}): it was created by "
+                "concurrent processes with an older fsar; rebuild it"
+            )
+        return StoreRecipe.from_json(recipes[0])
+
+    @classmethod
+    def _repair_recipe_row(cls, meta: Any, recipe: StoreRecipe) -> None:
+        """Put ``recipe`` back as the latest version's recipe row if a losing creator replaced it."""
+        rows = cls._recipe_rows(meta)
+        if len(rows) <= 1 and rows != [recipe.to_json()]:
+            cls._upsert(meta, [{"key": "recipe", "value": recipe.to_json()}])
 
     @staticmethod
     def _read_meta(meta: Any) -> dict[str, str]:
         rows = meta.search().limit(None).to_arrow().to_pylist()
         return {row["key"]: row["value"] for row in rows}
+
+    @staticmethod
+    def _upsert(table: Any, rows: list[dict[str, Any]]) -> int:
+        """Insert or replace ``rows`` by ``key`` in one version; returns it.
+
+        With ``key`` as the primary key Lance detects a concurrent insert of the same key as a
+        commit conflict and retries the merge, which then replaces that row: one row per key, the
+        last writer to commit wins. A table made by an older fsar gets the primary key first.
+        """
+        if not _has_primary_key(table.schema):
+            try:
+                table.set_unenforced_primary_key("key")
+            except ValueError:  # another process set it in the meantime
+                if not _has_primary_key(table.schema):
+                    raise
+        data = pa.Table.from_pylist(rows, schema=table.schema)
+        result = table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        return int(result.version)
 
     # ------------------------------------------------------------------ writing
     def _check(self, visual: Tensor, text: Tensor, recipe: StoreRecipe | None) -> None:
@@ -293,6 +415,9 @@ class PrototypeStore:
     ) -> int:
         """Add (or replace) one action's prototype; returns the new table version.
 
+        The row's key is ``tag/action``; an existing row of that key is replaced. Concurrent adds
+        of the same key leave one row: the last writer to commit wins.
+
         Args:
             action: the action name.
             visual: ``[T, D]`` visual prototype P_v.
@@ -301,6 +426,11 @@ class PrototypeStore:
             tag: the collection (dataset name or user collection).
             action_text: the normalised name, if it differs.
             recipe: the recipe the prototype was made with; refused if it is not the store's.
+
+        Raises:
+            StoreMismatchError: ``recipe`` is not the store's.
+            ValueError: a bad name or tag (``check_name``), or a prototype of the wrong shape or
+                holding NaN/inf.
         """
         return self.add_many(
             [(action, visual, text, support_ids)],
@@ -317,7 +447,15 @@ class PrototypeStore:
         recipe: StoreRecipe | None = None,
         action_texts: list[str] | None = None,
     ) -> int:
-        """Add or replace several actions ``(action, visual [T, D], text [D], support_ids)`` in one version."""
+        """Add or replace several actions ``(action, visual [T, D], text [D], support_ids)`` in one version.
+
+        One row per key whatever the concurrency (see ``add``); ``action_texts`` gives each action's
+        normalised name when it differs.
+
+        Raises:
+            StoreMismatchError: ``recipe`` is not the store's.
+            ValueError: no items, the same action twice, or an item ``add`` would refuse.
+        """
         if not items:
             raise ValueError("add_many got no actions")
         names = [item[0] for item in items]
@@ -330,8 +468,7 @@ class PrototypeStore:
             self._check(visual, text, recipe)
             label = None if action_texts is None else action_texts[i]
             rows.append(self._row(action, visual, text, len(support_ids), support_ids, tag, label))
-        result = self._table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-        return int(result.version)
+        return self._upsert(self._table, rows)
 
     def remove(self, action: str, *, tag: str = "default") -> int:
         """Delete one action; returns the new table version.
@@ -437,9 +574,7 @@ class PrototypeStore:
             return
         if math.isnan(threshold):
             raise ValueError("the unknown threshold must be a number (a confidence, log(M · p)), got nan")
-        self._meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
-            [{"key": "unknown_threshold", "value": repr(float(threshold))}]
-        )
+        self._upsert(self._meta, [{"key": "unknown_threshold", "value": repr(float(threshold))}])
 
     def _candidates(
         self, frames: Tensor, text: Tensor | None, limit: int | None, tag: str | None
