@@ -37,7 +37,7 @@ def write_video(
     fps: int = 25,
     options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode ``frames`` ``[n, H, W, 3]`` into ``path`` with PyAV (TOOLING.md §6)."""
+    """Encode ``frames`` ``[n, H, W, 3]`` into ``path`` with PyAV (one stream, flushed at the end)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)

@@ -1,4 +1,4 @@
-"""Bi-MHM against a float64 loop oracle (PROTOCOL.md §7.3)."""
+"""Bi-MHM against a float64 loop oracle (docs/protocol.md, "`bimhm`: bidirectional mean Hausdorff")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OTAM against a float64 loop oracle written straight from the recursion in PROTOCOL.md §7.2."""
+"""OTAM against a float64 loop oracle written straight from the recursion in docs/protocol.md ("`otam`")."""
 
 from __future__ import annotations
 

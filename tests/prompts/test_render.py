@@ -100,8 +100,9 @@ def test_video_prompts_split_exactly_around_the_one_video_placeholder():
 
 @pytest.mark.parametrize("family", list_families())
 def test_text_before_the_video_is_identical_for_every_role_and_scenario(family):
-    # METHOD.md §3: visual hidden states depend only on the tokens before the video, so they can be
-    # cached once per video only if no role or scenario wording comes before it.
+    # docs/prompts.md, "Why the role wording goes after the video": visual hidden states depend only
+    # on the tokens before the video, so they can be cached once per video only if no role or
+    # scenario wording comes before it.
     prefixes = {
         render_prompt(family, role, scenario, label=label_for(role)).prefix
         for role in ("support", "query")

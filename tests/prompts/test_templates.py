@@ -22,7 +22,7 @@ SUPPORT = 'This video shows the action "{label}". Briefly explain how the action
 TEMPORAL = "Pay attention to which way things move and how the hands handle the object."
 APPEARANCE = "Pay attention to the person, how their body moves, and the surroundings."
 
-# The shipped wording (METHOD.md §4.2); docs/prompts.md lists the same table.
+# The shipped wording; docs/prompts.md ("Shipped templates") lists the same table.
 SHIPPED = {
     "query-generic": ("query", "generic", QUERY),
     "query-temporal": ("query", "temporal", f"{QUERY} {TEMPORAL}"),

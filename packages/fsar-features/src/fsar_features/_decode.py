@@ -1,4 +1,6 @@
-"""Decoding hidden states into the two streams (METHOD.md §4.1): visual ``[T, D_in]`` and text ``[D_in]``.
+"""Decoding hidden states into the two streams: visual ``[T, D_in]`` and text ``[D_in]``.
+
+Options and defaults: docs/features.md, "Design" and "Decoding options".
 
 Hidden-state index convention (transformers' ``output_hidden_states``, pinned by
 ``tests/features/test_decode.py``): a decoder with L layers returns L + 1 states; index 0 is the
@@ -170,13 +172,13 @@ def _last(n_layers: int) -> tuple[int, ...]:
 
 @register_layer_preset("last-4")
 def _last_four(n_layers: int) -> tuple[int, ...]:
-    # METHOD.md §4.1 ablation: the mean of the last four layers.
+    # Layer ablation (docs/features.md, "Design"): the mean of the last four layers.
     return tuple(range(max(1, n_layers - 3), n_layers + 1))
 
 
 @register_layer_preset("three-quarters")
 def _three_quarters(n_layers: int) -> tuple[int, ...]:
-    # METHOD.md §4.1 ablation: layer 24 of 32.
+    # Layer ablation (docs/features.md, "Design"): three quarters of the depth, layer 24 of 32.
     return (round(0.75 * n_layers),)
 
 

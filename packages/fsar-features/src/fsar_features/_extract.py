@@ -1,6 +1,6 @@
 """Extraction: videos → MLLM forwards → pooled features → the cache.
 
-Per batch of B videos (METHOD.md §3, "Causality matters for caching"):
+Per batch of B videos (docs/features.md, "Design": causality and the prefix cache):
 
 1. ``prefix + video`` runs once, ``[B, P]`` tokens with the pixel values (no padding: the prefix is
    the same for every role and video). The visual features come from this pass; its key/value cache

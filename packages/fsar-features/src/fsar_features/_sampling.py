@@ -1,4 +1,6 @@
-"""Frame sampling strategies: which T source frames of an n-frame video to read (PROTOCOL.md §5).
+"""Frame sampling strategies: which T source frames of an n-frame video to read.
+
+The protocol behind them: docs/protocol.md, "Frame sampling and spatial preprocessing".
 
 A strategy maps ``(n_available, n_frames, generator)`` to ``n_frames`` source indices in
 ``[0, n_available)``, in temporal order. Strategies live in a registry (``register_sampler``), so a

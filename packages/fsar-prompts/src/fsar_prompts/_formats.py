@@ -2,7 +2,7 @@
 
 A family's format wraps a rendered template in the model's chat turn. The shipped families:
 
-- ``video-llava``: ``USER: <video>\\n{prompt} ASSISTANT:`` (METHOD.md §3);
+- ``video-llava``: ``USER: <video>\\n{prompt} ASSISTANT:`` (docs/prompts.md, "Chat formats");
 - ``llava-next-video``: the same (the chat template of the 7B Vicuna checkpoints);
 - ``llava-onevision``: ``<|im_start|>user\\n<video>\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n``
   (Qwen2 ChatML, as the llava-hf processor's chat template writes it);
@@ -12,7 +12,8 @@ A family's format wraps a rendered template in the model's chat turn. The shippe
 Every format puts the video before ``{prompt}``. In a causal decoder the hidden states at the video
 positions depend only on the tokens before them, so with all role and scenario wording after the
 video, the visual features are the same for every prompt of a family and can be cached once per
-video (METHOD.md §3, "Causality matters"). ``ChatFormat`` enforces that order when it is built.
+video (docs/prompts.md, "Why the role wording goes after the video"). ``ChatFormat`` enforces that
+order when it is built.
 """
 
 from __future__ import annotations

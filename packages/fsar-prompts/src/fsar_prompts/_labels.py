@@ -1,6 +1,6 @@
 """Class-label normalisation: dataset label styles → one readable, lower-case phrase.
 
-The five FSAR benchmarks spell class names in four styles (METHOD.md §4.2):
+The five FSAR benchmarks spell class names in four styles (docs/prompts.md, "Label normalisation"):
 
 - SSv2 (Full, Small): ``Pushing [something] from left to right`` → ``pushing something from left to right``;
 - Kinetics-100: ``tying knot (not on a tie)`` → unchanged;
@@ -20,7 +20,7 @@ The rules, applied in this order:
 
 Everything else (parentheses, apostrophes, hyphens, digits) is kept. ``verbatim=True`` skips rules 1-4
 and keeps the raw label as the dataset spells it, whitespace collapsed: the alternative that
-CLIP-FSAR uses for SSv2 (METHOD.md §6, "SSv2 label text").
+CLIP-FSAR uses for SSv2 (docs/prompts.md, "Label normalisation").
 """
 
 from __future__ import annotations

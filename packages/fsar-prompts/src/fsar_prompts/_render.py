@@ -55,7 +55,7 @@ class RenderedPrompt:
         label_text: the normalised label that went into the text, or None.
         description: the description that went into the text, or None.
         uses_label: True when the text carries a class name (results record it as
-            ``uses_class_names``: class names are privileged text, METHOD.md §4.2).
+            ``uses_class_names``: class names are privileged text, docs/method.md §0).
     """
 
     id: str

@@ -2,8 +2,8 @@
 
 SSv2 classes differ by object interaction and direction of motion, so SSv2-Full and SSv2-Small use
 the ``temporal`` wording; Kinetics-100, UCF101 and HMDB51 classes differ by the actor, body movement
-and scene, so they use ``appearance`` (METHOD.md §4.2). fsar's ``synthetic-actions`` benchmark uses
-``temporal``.
+and scene, so they use ``appearance`` (docs/prompts.md, "Scenario presets"). fsar's
+``synthetic-actions`` benchmark uses ``temporal``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ checks as user files, so every rule below holds for both:
 - placeholders are ``{label}`` and ``{description}`` only, written plainly (no ``{}``, ``{0}``,
   ``{label!r}``, ``{label:>9}``); ``{{`` and ``}}`` give literal braces;
 - a ``support`` or ``label`` template contains ``{label}``; a ``query`` template contains no
-  placeholder at all: a query prompt never carries a class name (METHOD.md §4.2);
+  placeholder at all: a query prompt never carries a class name (docs/prompts.md, "Roles");
 - the text is non-empty and has no leading or trailing whitespace (a stray newline from a TOML
   multi-line string would silently change the tokens);
 - in one set, ids are unique and each (role, scenario) pair has at most one template, so rendering

@@ -90,7 +90,7 @@ class DataConfig:
     key: Literal["basename", "youtube_id"] = "basename"
     # Fail when listed videos are missing; by default go on without them and warn with counts.
     strict: bool = False
-    # Published (train, val, test) class and video counts (PROTOCOL.md §1); empty = unknown.
+    # Published (train, val, test) class and video counts (docs/train.md §2); empty = unknown.
     expected_classes: tuple[int, ...] = ()
     expected_videos: tuple[int, ...] = ()
 
@@ -155,7 +155,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class EpisodeConfig:
-    """Episode sizes (PROTOCOL.md §4, METHOD.md §4.7)."""
+    """Episode sizes (docs/protocol.md, "Task" and "Episodes")."""
 
     n_way: int = 5
     n_shot: int = 1  # the same K in training and test unless a result says otherwise
@@ -183,7 +183,7 @@ class MetricConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Episodic training (METHOD.md §4.7)."""
+    """Episodic training (docs/train.md §5)."""
 
     steps: int = 1000  # optimiser steps
     episodes_per_step: int = 16  # B: gradient accumulation over B episodes per step (TRX, STRM, TEAM)
@@ -220,7 +220,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Test protocol (PROTOCOL.md §4)."""
+    """Test protocol (docs/protocol.md, "Episodes" and "Confidence interval")."""
 
     episodes: int = 10_000
     seed: int = 0

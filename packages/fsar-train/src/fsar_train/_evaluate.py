@@ -1,7 +1,7 @@
 """Evaluation on a fixed episode list: mean accuracy ± 1.96·σ/√N, per-class accuracy, confusion matrix.
 
-Every method runs on the same saved ``EpisodeList`` (PROTOCOL.md §4): 10,000 test episodes by
-default, one query per class. The reported number is the mean of per-episode accuracies with the
+Every method runs on the same saved ``EpisodeList`` (docs/protocol.md, "Episodes"): 10,000 test
+episodes by default, one query per class. The reported number is the mean of per-episode accuracies with the
 95 % interval 1.96·σ/√N, σ the standard deviation of the per-episode accuracies with NumPy's default
 ddof = 0, as in public FSAR code.
 """

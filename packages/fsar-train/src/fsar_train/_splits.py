@@ -1,6 +1,6 @@
 """Split files of the public FSAR benchmarks, generic datasets, and matching listed videos to files.
 
-Two line formats exist (``PROTOCOL.md`` §2):
+Two line formats exist (``docs/protocol.md``, "Split files"):
 
 - **class / video id**: ``Pouring something into something/51958``,
   ``air drumming/-VtLx-mcPds_000012_000022``, ``ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01``,
@@ -11,7 +11,7 @@ Two line formats exist (``PROTOCOL.md`` §2):
 
 ``read_split_file`` reads both (the format is detected per file). ``match_videos`` pairs entries
 with files under a data root and reports what is missing, per class, instead of silently shrinking
-the split (Kinetics-100 attrition, ``PROTOCOL.md`` §3).
+the split (Kinetics-100 attrition, ``docs/protocol.md``, "Video files").
 
 Two folder layouts of the public lists exist, and ``find_split_files`` detects which one a folder
 holds: TRX's ``{train,val,test}listNN.txt`` (tobyperrett/trx ``splits/``) and the CLIP-FSAR family's
@@ -507,7 +507,7 @@ class MissingReport:
         found: videos matched to a file.
         per_class: class name → (listed, missing), for classes with at least one missing video.
         missing: the entries without a file.
-        expected: the video count the benchmark's published split has (``PROTOCOL.md`` §1), if known.
+        expected: the video count the benchmark's published split has (``docs/train.md`` §2), if known.
     """
 
     split: str

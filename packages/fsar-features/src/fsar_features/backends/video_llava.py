@@ -3,7 +3,8 @@ Projection", arXiv 2311.10122) through transformers' ``VideoLlavaForConditionalG
 
 Video tokens: Video-LLaVA keeps the CLS token for videos, so each frame has
 ``(image_size / patch_size)² + 1`` tokens (257 at 224 px with patch 14), frame-major with the CLS
-token first (METHOD.md §3). The count is read from the checkpoint's config, never assumed.
+token first (docs/method.md §0, "Backbone"). The count is read from the checkpoint's config, never
+assumed.
 
 Backends:
 - ``video-llava``: a checkpoint folder or hub id (``LanguageBind/Video-LLaVA-7B-hf``); bf16 on CUDA,

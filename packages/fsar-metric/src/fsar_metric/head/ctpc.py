@@ -2,7 +2,7 @@
 
 The abstract says CTPC builds prototypes from the MLLM outputs under scenario-adapted prompts and
 narrows the gap between meta-train and meta-test class distributions. fsar's reconstruction
-(METHOD.md §4.4, ``docs/method.md``) reads "composite" three ways:
+(``docs/method.md`` §2, CTPC) reads "composite" three ways:
 
 (a) text-guided visual prototypes: each support video's label-aware text token is appended to its
     frames, a shared Transformer layer (Enc_p) runs over the T + 1 tokens and the T frame outputs

@@ -47,7 +47,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the named loss terms; a weight of 0 switches the term off (METHOD.md §4.6)."""
+    """Weights of the named loss terms; a weight of 0 switches the term off (docs/method.md §4)."""
 
     # Cross-entropy of the fused MPMM logits against the episode labels.
     episode_ce: float = 1.0

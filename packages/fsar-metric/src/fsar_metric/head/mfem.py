@@ -2,9 +2,9 @@
 Advancing Few-shot Action Recognition with Multimodal Semantics from MLLMs", arXiv:2603.26033).
 
 The abstract says MFEM decouples the MLLM decoder's features into a visual and a textual stream
-and enhances each. Its internals are not public; this is fsar's reconstruction (METHOD.md §4.3,
-``docs/method.md``), in the lineage of CLIP-FSAR's one-layer temporal Transformer and MA-FSAR's
-light adapters::
+and enhances each. Its internals are not public; this is fsar's reconstruction (``docs/method.md``
+§1, MFEM), in the lineage of CLIP-FSAR's one-layer temporal Transformer and MA-FSAR's light
+adapters::
 
     V = LN(W_v v) + P_t          # [B, T, D]   W_v: D_in → D, P_t learned temporal embedding
     V = EncoderLayer(V)          # [B, T, D]   one pre-norm Transformer layer over the T frames

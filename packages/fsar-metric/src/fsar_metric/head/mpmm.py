@@ -2,7 +2,7 @@
 
 The abstract says MPMM has no trainable parameters, that visual and textual features decide the
 match together, and that it adaptively chooses which cues carry the decision. fsar's
-reconstruction (METHOD.md §4.5, ``docs/method.md``), per query q and class c::
+reconstruction (``docs/method.md`` §3, MPMM), per query q and class c::
 
     s_v(q, c) = temporal(V'_q, P_v[c]) / T     # visual-temporal score, e.g. −OTAM_bi / T
     s_t(q, c) = cos(E_q, P_t[c])               # text–text
@@ -113,7 +113,7 @@ class MPMMConfig:
     selection: str = "soft"
     # Weights per cue for selection="fixed", in the order of `cues`.
     fixed_weights: tuple[float, ...] | None = None
-    # Detach the adaptive weights from the graph during training (fsar's choice, METHOD.md §4.5).
+    # Detach the adaptive weights from the graph during training (fsar's choice, docs/method.md §3).
     detach_weights: bool = True
 
     def __post_init__(self) -> None:

@@ -3,10 +3,11 @@ Alignment", CVPR 2020, arXiv:1906.11415).
 
 Reference code consulted: the PyTorch re-implementation ``OTAM_cum_dist`` of the
 few-shot-action-recognition library (the version copied into TRX-derived code and CLIP-FSAR); the
-original authors released none. The recursion below is that code's, cell for cell (see PROTOCOL.md
-§7.2), with two differences: the soft-min is computed stably as ``logaddexp`` of log-weights (the
-public ``log(exp + exp)`` underflows to ``inf`` once every candidate cost exceeds about 10 at
-λ = 0.1), and a relaxed first row is available as an option.
+original authors released none. The recursion below is that code's, cell for cell (see
+docs/protocol.md, "`otam`: ordered temporal alignment"), with two differences: the soft-min is
+computed stably as ``logaddexp`` of log-weights (the public ``log(exp + exp)`` underflows to
+``inf`` once every candidate cost exceeds about 10 at λ = 0.1), and a relaxed first row is
+available as an option.
 
 The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, U + 2]``
 (rows: query frames l; columns: support frames m, 1 ≤ m ≤ U, with zero-cost pads at 0 and U+1):
