@@ -18,7 +18,12 @@ which local file systems and S3 (conditional writes) provide.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +49,46 @@ __all__ = [
 ]
 
 _META_TABLE = "fsar_meta"
+
+#: Lance reports file-system faults as RuntimeError("… No space left on device (os error 28) …").
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+@contextlib.contextmanager
+def _writing(uri: str) -> Iterator[None]:
+    """Turn a full disk, a read-only folder or a refused permission under Lance into ``WriteError``.
+
+    Raises:
+        WriteError: one sentence naming the store; what was committed before stays (every commit
+            is atomic), so the same command can be run again once the fault is fixed.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        code = err.errno if isinstance(err, OSError) else None
+        if code is None:
+            found = _OS_ERROR.search(str(err))
+            code = int(found.group(1)) if found else None
+        if code is None:
+            raise
+        # Imported only on a fault: fsar_train pulls in transformers (seconds) and a store needs none.
+        from fsar_train import WriteError, describe_os_error
+
+        message = describe_os_error(OSError(code, os.strerror(code)), f"the store {uri}")
+        if message is None or isinstance(err, WriteError):
+            raise
+        raise WriteError(code, message, uri) from err
+
+
+def _write_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of a ``PrototypeStore`` with its file-system faults named (``_writing``)."""
+
+    @functools.wraps(method)
+    def wrapper(self: PrototypeStore, *args: Any, **kwargs: Any) -> Any:
+        with _writing(self.uri):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class StoreMismatchError(ValueError):
@@ -239,6 +284,14 @@ class PrototypeStore:
                 ``n_frames`` below 1, or a metadata table without a recipe.
         """
         uri = str(uri)
+        with _writing(uri):  # creating a store writes: a full disk or a read-only folder is named
+            return cls._open(uri, recipe, table_name=table_name, storage_options=storage_options)
+
+    @classmethod
+    def _open(
+        cls, uri: str, recipe: StoreRecipe | None, *, table_name: str, storage_options: dict[str, str] | None
+    ) -> PrototypeStore:
+        """``open`` without the fault translation."""
         missing = f"no prototype store at {uri}: create one by opening it with a StoreRecipe (e.g. `store build`)"
         if recipe is None and "://" not in uri and not (Path(uri) / f"{_META_TABLE}.lance").is_dir():
             raise ValueError(missing)  # a read-only open never creates anything (connect makes the folder)
@@ -439,6 +492,7 @@ class PrototypeStore:
             action_texts=None if action_text is None else [action_text],
         )
 
+    @_write_method
     def add_many(
         self,
         items: list[tuple[str, Tensor, Tensor, list[str]]],
@@ -470,6 +524,7 @@ class PrototypeStore:
             rows.append(self._row(action, visual, text, len(support_ids), support_ids, tag, label))
         return self._upsert(self._table, rows)
 
+    @_write_method
     def remove(self, action: str, *, tag: str = "default") -> int:
         """Delete one action; returns the new table version.
 
@@ -480,6 +535,7 @@ class PrototypeStore:
         self._table.delete(f"key = {_sql(_key(tag, action))}")
         return self._table.version
 
+    @_write_method
     def rename(self, old: str, new: str, *, tag: str = "default") -> int:
         """Rename an action in place (one new version).
 
@@ -512,6 +568,7 @@ class PrototypeStore:
         """Every version of the prototype table, oldest first."""
         return [(int(v["version"]), v["timestamp"]) for v in self._table.list_versions()]
 
+    @_write_method
     def restore(self, version: int) -> int:
         """Make ``version``'s content the latest (as a new version, so nothing is lost)."""
         known = [v for v, _ in self.versions()]
@@ -520,10 +577,12 @@ class PrototypeStore:
         self._table.restore(version)
         return self.version
 
+    @_write_method
     def optimize(self) -> None:
         """Compact the table's files after bulk appends (LanceDB's ``optimize``)."""
         self._table.optimize()
 
+    @_write_method
     def create_indexes(self, *, min_rows: int = 4096) -> bool:
         """Build IVF-PQ cosine indexes on the visual and text search columns.
 
@@ -567,6 +626,7 @@ class PrototypeStore:
         value = self._read_meta(self._meta).get("unknown_threshold")
         return None if value is None else float(value)
 
+    @_write_method
     def set_unknown_threshold(self, threshold: float | None) -> None:
         """Record (or clear, with None) the open-set threshold, e.g. from ``calibrate_threshold``."""
         if threshold is None:
