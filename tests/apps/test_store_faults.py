@@ -82,3 +82,12 @@ def test_lance_errors_that_are_not_file_system_faults_pass_through(store, protot
     with pytest.raises(RuntimeError, match="something else") as caught:
         store.add("x", visual[0], text[0], support_ids=["v0"])
     assert not isinstance(caught.value, WriteError)
+
+
+def test_a_store_path_that_is_a_file_is_named(tmp_path, recipe):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    for wanted in (recipe, None):
+        with pytest.raises(ValueError, match=r"notes\.txt is a file, not a prototype store \(a folder\)"):
+            PrototypeStore.open(path, wanted)
+    assert path.read_text() == "mine"

@@ -280,7 +280,7 @@ class PrototypeStore:
         Raises:
             StoreMismatchError: ``recipe`` differs from the store's (both are named), or the store
                 (made by an older fsar) records several different recipes.
-            ValueError: no store at ``uri`` and no recipe to create one, a recipe with ``dim`` or
+            ValueError: no store at ``uri`` and no recipe to create one, ``uri`` is a file, a recipe with ``dim`` or
                 ``n_frames`` below 1, or a metadata table without a recipe.
         """
         uri = str(uri)
@@ -293,6 +293,8 @@ class PrototypeStore:
     ) -> PrototypeStore:
         """``open`` without the fault translation."""
         missing = f"no prototype store at {uri}: create one by opening it with a StoreRecipe (e.g. `store build`)"
+        if "://" not in uri and Path(uri).exists() and not Path(uri).is_dir():
+            raise ValueError(f"{uri} is a file, not a prototype store (a folder): choose another store path")
         if recipe is None and "://" not in uri and not (Path(uri) / f"{_META_TABLE}.lance").is_dir():
             raise ValueError(missing)  # a read-only open never creates anything (connect makes the folder)
         if recipe is not None and (recipe.dim < 1 or recipe.n_frames < 1):
