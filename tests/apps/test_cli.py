@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,16 @@ def test_fsar_train_run_and_the_main_job_produce_the_same_run_folder(tiny_run, t
     for shots, by_method in ours["results"].items():
         for method, result in by_method.items():
             assert theirs["results"][shots][method]["episode_accuracies"] == result["episode_accuracies"], method
+
+
+def test_train_prints_the_best_validation_accuracy_once_as_a_percentage(tiny_run, capsys):
+    """It once printed 1940.00 % (a percentage multiplied by 100 again)."""
+    _, run_dir, root = tiny_run
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(root / "train-only"), "-o", f"data.root='{root / 'data'}'", *TINY]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    found = re.search(r"best meta-val accuracy (-?[\d.]+)% at step (\d+)", out)
+    assert found, out
+    assert 0.0 <= float(found.group(1)) <= 100.0
+    saved = json.loads((run_dir / "results.json").read_text())["trained"]["fsar_llava"]["best_val_accuracy"]
+    assert 0.0 <= saved <= 100.0
