@@ -56,6 +56,16 @@ for index, step in enumerate(job["steps"]):
         if step["op"] == "create":
             PrototypeStore.open(step["uri"], StoreRecipe.from_json(step["recipes"][worker]), storage_options=options)
             outcomes.append({"ok": True})
+        elif step["op"] == "create-add":  # open a new store and write to it at once
+            store = PrototypeStore.open(
+                step["uri"], StoreRecipe.from_json(step["recipes"][worker]), storage_options=options
+            )
+            gen = torch.Generator().manual_seed(worker)
+            version = store.add(
+                f"w{worker}", torch.randn(step["n_frames"], step["dim"], generator=gen),
+                torch.randn(step["dim"], generator=gen), support_ids=[f"writer-{worker}"],
+            )
+            outcomes.append({"ok": True, "version": version})
         else:
             gen = torch.Generator().manual_seed(1000 * index + worker)
             visual = torch.randn(step["n_frames"], step["dim"], generator=gen)
@@ -111,8 +121,11 @@ class Races:
         return [(s, [o[i] for o in self.outcomes]) for i, s in enumerate(self.steps) if s["kind"] == kind]
 
 
-def _plan(backend: Backend, tag: str, *, different: int, same: int, dupes: int) -> list[dict[str, Any]]:
-    """Race steps: creations with different recipes, with one recipe, then adds of one name and of many."""
+def _plan(
+    backend: Backend, tag: str, *, different: int, same: int, dupes: int, create_adds: int = 1
+) -> list[dict[str, Any]]:
+    """Race steps: creations with different recipes, with one recipe, creations each followed at once
+    by an add, then adds of one name and of many."""
     options = {"storage_options": backend.storage_options}
     recipes_different = [r.to_json() for r in DIFFERENT]
     recipes_same = [_recipe("head-a").to_json()] * N_WORKERS
@@ -123,6 +136,10 @@ def _plan(backend: Backend, tag: str, *, different: int, same: int, dupes: int) 
     for trial in range(same):
         uri = backend.uri(f"{tag}-same-{trial}")
         steps.append({"kind": "same", "op": "create", "uri": uri, "recipes": recipes_same, **options})
+    for trial in range(create_adds):
+        uri = backend.uri(f"{tag}-create-add-{trial}")
+        step = {"op": "create-add", "uri": uri, "recipes": recipes_same, "dim": DIM, "n_frames": N_FRAMES, **options}
+        steps.append({**step, "kind": "create-add"})
     for trial in range(dupes):
         uri = backend.uri(f"{tag}-adds-{trial}")
         PrototypeStore.open(uri, _recipe("head-a"), storage_options=backend.storage_options)
@@ -259,6 +276,14 @@ def _check_no_row_lost(races: Races) -> None:
         assert names == sorted(["dupe", *(f"w{w}-{i}" for w in range(N_WORKERS) for i in range(2))])
 
 
+def _check_created_and_written(races: Races) -> None:
+    """Processes that open a new store and add at once: every add is there (no create wiped one)."""
+    for step, outcomes in races.of("create-add"):
+        assert all(o["ok"] for o in outcomes), outcomes
+        store = PrototypeStore.open(step["uri"], storage_options=step["storage_options"])
+        assert sorted(a.action for a in store.list()) == [f"w{w}" for w in range(N_WORKERS)]
+
+
 WHERE = pytest.mark.parametrize("where", ["local", "s3"])
 
 
@@ -287,17 +312,23 @@ def test_concurrent_adds_of_different_names_lose_no_row(races, where):
     _check_no_row_lost(races[where])
 
 
+@WHERE
+def test_processes_creating_a_store_and_writing_at_once_lose_no_row(races, where):
+    _check_created_and_written(races[where])
+
+
 @pytest.mark.slow
 def test_many_concurrent_races_keep_one_recipe_and_one_row_per_key(tmp_path_factory, s3_options):
     """The default races five to ten times over on both backends (about 40 s on 2 cores)."""
     backends = _backends(tmp_path_factory, s3_options)
-    plans = [_plan(b, "slow", different=10, same=3, dupes=5) for b in backends]
+    plans = [_plan(b, "slow", different=10, same=3, dupes=5, create_adds=5) for b in backends]
     both = _race([step for plan in plans for step in plan], tmp_path_factory.mktemp("sync"), timeout=600.0)
     for races in both.split(backends, [len(plan) for plan in plans]).values():
         _check_one_recipe_won(races, "different")
         _check_one_recipe_won(races, "same")
         _check_last_writer_won(races)
         _check_no_row_lost(races)
+        _check_created_and_written(races)
 
 
 # ----------------------------------------------------------------------------- S3 and old stores

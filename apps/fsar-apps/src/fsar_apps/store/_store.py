@@ -23,6 +23,8 @@ import functools
 import math
 import os
 import re
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,6 +51,8 @@ __all__ = [
 ]
 
 _META_TABLE = "fsar_meta"
+#: How long a process waits for another to create a table it claimed (``_open_or_claim``).
+_CLAIM_WAIT_S = 30.0
 
 #: Lance reports file-system faults as RuntimeError("… No space left on device (os error 28) …").
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -109,6 +113,37 @@ def _with_primary_key(schema: pa.Schema) -> pa.Schema:
 
 def _has_primary_key(schema: pa.Schema) -> bool:
     return any(marker in (schema.field("key").metadata or {}) for marker in _PRIMARY_KEY_MARKERS)
+
+
+#: What Lance says when a commit cannot be rebased on a concurrent one (e.g. a losing creator's
+#: overwrite); the write is safe to try again on top of it.
+_CONFLICTS = ("Incompatible transaction", "Commit conflict", "Retryable commit conflict")
+
+
+def _retry_conflicts(write: Callable[[], Any], attempts: int = 8) -> Any:
+    """``write()``, tried again (with a growing pause) while Lance reports a commit conflict.
+
+    Raises:
+        RuntimeError: still conflicting after ``attempts`` tries, or any other Lance error.
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except RuntimeError as error:
+            if attempt == attempts - 1 or not any(c in str(error) for c in _CONFLICTS):
+                raise
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _ensure_primary_key(table: Any) -> None:
+    """Mark ``key`` as ``table``'s primary key if a store made by an older fsar lacks it."""
+    if not _has_primary_key(table.schema):
+        try:
+            table.set_unenforced_primary_key("key")
+        except ValueError:  # another process set it in the meantime
+            if not _has_primary_key(table.schema):
+                raise
 
 
 _META_SCHEMA = _with_primary_key(pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string(), False)]))
@@ -299,6 +334,7 @@ class PrototypeStore:
             raise ValueError(missing)  # a read-only open never creates anything (connect makes the folder)
         if recipe is not None and (recipe.dim < 1 or recipe.n_frames < 1):
             raise ValueError(f"a store recipe needs dim >= 1 and n_frames >= 1, got {recipe.describe()}")
+        me = uuid.uuid4().hex  # this process's id in table-creation claims (``_open_or_claim``)
         # Read-your-writes across processes: every read sees the latest committed version.
         db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
         if recipe is None:
@@ -307,8 +343,9 @@ class PrototypeStore:
             except ValueError:  # not there (or another process is creating it: not a store yet)
                 raise ValueError(missing) from None
         else:
-            first = pa.Table.from_pylist([{"key": "recipe", "value": recipe.to_json()}], schema=_META_SCHEMA)
-            meta = cls._open_or_create(db, _META_TABLE, first)
+            # The first commit holds the recipe and this process's claim to create the prototype table.
+            rows = [{"key": "recipe", "value": recipe.to_json()}, {"key": f"table:{table_name}", "value": me}]
+            meta = cls._open_or_create(db, _META_TABLE, pa.Table.from_pylist(rows, schema=_META_SCHEMA))
         stored_recipe = cls._read_recipe(meta, uri)
         if recipe is not None:
             cls._repair_recipe_row(meta, stored_recipe)  # after our own create, if it lost the race
@@ -318,8 +355,48 @@ class PrototypeStore:
                 f"(recipe {stored_recipe.fingerprint}), not {recipe.describe()} (recipe {recipe.fingerprint})"
             )
         empty = _with_primary_key(prototype_model(stored_recipe.dim).to_arrow_schema()).empty_table()
-        table = cls._open_or_create(db, table_name, empty)
+        table = cls._open_or_claim(db, meta, table_name, empty, uri, me)
         return cls(db, table, meta, stored_recipe, uri)
+
+    @classmethod
+    def _open_or_claim(cls, db: Any, meta: Any, name: str, empty: pa.Table, uri: str, me: str) -> Any:
+        """The prototype table ``name``; when it does not exist, exactly one process creates it.
+
+        Lance can retry a losing ``create_table`` as an overwrite, which would empty a table that
+        its winner has already written to. So creating is claimed first, and only the claimant
+        calls ``create_table``; the others wait for the table to appear. The claim of a new store's
+        table is in the metadata table's version 1 (written once, with the recipe); a table added
+        to an existing store is claimed by inserting ``table:<name> → <id>`` insert-if-absent on the
+        primary key (concurrent inserts of one key conflict, and the retried insert finds the row
+        and does nothing). A claim whose table has not appeared after ``_CLAIM_WAIT_S`` (its
+        claimant died) is withdrawn and claimed again.
+
+        Raises:
+            ValueError: the table did not appear although claimed twice (named, with the store).
+        """
+        with contextlib.suppress(ValueError):  # not found
+            return db.open_table(name)
+        key = f"table:{name}"
+        owner = next((r["value"] for r in cls._first_version_rows(meta) if r["key"] == key), None)
+        for _ in range(2):
+            if owner is None:
+                _ensure_primary_key(meta)
+                claim = pa.Table.from_pylist([{"key": key, "value": me}], schema=meta.schema)
+                _retry_conflicts(
+                    lambda claim=claim: meta.merge_insert("key").when_not_matched_insert_all().execute(claim)
+                )
+                owner = cls._read_meta(meta).get(key)
+            if owner == me:
+                return cls._open_or_create(db, name, empty)
+            deadline = time.monotonic() + _CLAIM_WAIT_S
+            while time.monotonic() < deadline:
+                with contextlib.suppress(ValueError):
+                    return db.open_table(name)
+                time.sleep(0.05)
+            # Its claimant died before creating it: withdraw that claim and claim again.
+            _retry_conflicts(lambda owner=owner: meta.delete(f"key = {_sql(key)} AND value = {_sql(str(owner))}"))
+            owner = None
+        raise ValueError(f"the table {name!r} of the store {uri} was claimed but never created; run the command again")
 
     @staticmethod
     def _open_or_create(db: Any, name: str, first: pa.Table) -> Any:
@@ -362,13 +439,7 @@ class PrototypeStore:
                 creators could each add one).
             ValueError: it records none (a creation interrupted with an older fsar).
         """
-        try:
-            meta.checkout(1)
-            rows = cls._recipe_rows(meta)
-        except (ValueError, RuntimeError, OSError):  # version 1 cleaned up: an older store
-            rows = []
-        finally:
-            meta.checkout_latest()
+        rows = [r["value"] for r in cls._first_version_rows(meta) if r["key"] == "recipe"]
         rows = rows or cls._recipe_rows(meta)
         recipes = sorted(set(rows))
         if not recipes:
@@ -383,12 +454,23 @@ class PrototypeStore:
             )
         return StoreRecipe.from_json(recipes[0])
 
+    @staticmethod
+    def _first_version_rows(meta: Any) -> list[dict[str, str]]:
+        """The metadata rows of version 1 (written once); empty for a store whose version 1 is gone."""
+        try:
+            meta.checkout(1)
+            return meta.search().limit(None).to_arrow().to_pylist()
+        except (ValueError, RuntimeError, OSError):  # version 1 cleaned up: an older store
+            return []
+        finally:
+            meta.checkout_latest()
+
     @classmethod
     def _repair_recipe_row(cls, meta: Any, recipe: StoreRecipe) -> None:
         """Put ``recipe`` back as the latest version's recipe row if a losing creator replaced it."""
         rows = cls._recipe_rows(meta)
         if len(rows) <= 1 and rows != [recipe.to_json()]:
-            cls._upsert(meta, [{"key": "recipe", "value": recipe.to_json()}])
+            _retry_conflicts(lambda: cls._upsert(meta, [{"key": "recipe", "value": recipe.to_json()}]))
 
     @staticmethod
     def _read_meta(meta: Any) -> dict[str, str]:
@@ -403,12 +485,7 @@ class PrototypeStore:
         commit conflict and retries the merge, which then replaces that row: one row per key, the
         last writer to commit wins. A table made by an older fsar gets the primary key first.
         """
-        if not _has_primary_key(table.schema):
-            try:
-                table.set_unenforced_primary_key("key")
-            except ValueError:  # another process set it in the meantime
-                if not _has_primary_key(table.schema):
-                    raise
+        _ensure_primary_key(table)
         data = pa.Table.from_pylist(rows, schema=table.schema)
         result = table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
         return int(result.version)
