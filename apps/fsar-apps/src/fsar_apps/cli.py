@@ -410,9 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[red]error:[/red] {err.strerror or err}: {err.filename or ''}".rstrip(": "))
         return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback
-        from fsar_train import WriteError, describe_os_error
+        from fsar_train import describe_os_error
 
-        message = str(err) if isinstance(err, WriteError) else describe_os_error(err)
+        message = describe_os_error(err)
         if message is None:
             raise
         err_console.print(f"[red]error:[/red] {message}", highlight=False)

@@ -786,10 +786,8 @@ class FeatureCache:
         Returns:
             The deleted paths.
         """
-        manifest = self.root / "manifest"
-        committed: set[str | None] = set()
-        for name in (p.name for p in manifest.glob("*.json")):
-            committed.add(json.loads((manifest / name).read_text()).get("shard"))
+        problems = self.verify()  # re-reads the manifest: every committed shard is in self._shards
+        committed = set(self._shards)
         cutoff = None if older_than is None else time.time() - older_than
         removed = []
 
@@ -808,7 +806,7 @@ class FeatureCache:
         for path in (self.root / "shards").glob("*.safetensors"):
             if f"shards/{path.name}" not in committed:
                 remove(path)
-        for problem in self.verify():
+        for problem in problems:
             record = self._shards[problem.path.relative_to(self.root).as_posix()]
             # Deleting the fragment must lose nothing: its videos and its failures are recorded elsewhere.
             if problem.superseded and all(v in self._entries for v in record.failed):

@@ -54,7 +54,8 @@ class WriteError(OSError):
 
 
 def describe_os_error(err: OSError, path: str | Path | None = None) -> str | None:
-    """One sentence for a file-system fault a user can fix (full disk, read-only, permissions), or None.
+    """One sentence for a file-system fault a user can fix (full disk, read-only, permissions), or None;
+    a ``WriteError``'s own sentence as it is.
 
     Args:
         err: the error.
@@ -66,6 +67,8 @@ def describe_os_error(err: OSError, path: str | Path | None = None) -> str | Non
         >>> describe_os_error(OSError(errno.EINVAL, "Invalid argument")) is None
         True
     """
+    if isinstance(err, WriteError) and path is None:
+        return str(err)  # already the sentence
     fault = _OS_FAULTS.get(err.errno) if err.errno is not None else None
     if fault is None:
         return None

@@ -43,7 +43,7 @@ from fsar_train._config import (
 )
 from fsar_train._evaluate import results_table
 from fsar_train._experiment import evaluate_run, run_experiment
-from fsar_train._io import WriteError, describe_os_error
+from fsar_train._io import describe_os_error
 from fsar_train._pretrain import pretrain_table, pretrain_video_llava
 from fsar_train._synthetic import generate_synthetic_actions
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback
-        message = str(err) if isinstance(err, WriteError) else describe_os_error(err)
+        message = describe_os_error(err)
         if message is None:
             raise
         Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)

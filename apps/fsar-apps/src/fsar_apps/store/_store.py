@@ -409,10 +409,8 @@ class PrototypeStore:
         Raises:
             Exception: the creation error, when the table could not be created and cannot be opened.
         """
-        try:
+        with contextlib.suppress(ValueError):  # not found (listed tables can be half-created ones: always try to open)
             return db.open_table(name)
-        except ValueError:  # not found (listed tables can be half-created ones: always try to open)
-            pass
         try:
             return db.create_table(name, data=first, mode="create")
         except Exception as error:  # "already exists", or a lost race on the first manifest
