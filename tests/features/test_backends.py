@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,113 @@ import torch
 from transformers import VideoLlavaImageProcessor
 
 import fsar_features
-from fsar_features import FeatureBackend, FeatureExtractor, create_backend, list_backends
-from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, default_device_dtype
+from fsar_features import FeatureBackend, FeatureExtractor, create_backend, list_backends, save_tiny_checkpoint
+from fsar_features.backends import (
+    CLIP_MEAN,
+    CLIP_STD,
+    FAMILIES,
+    LLAVA_NEXT_VIDEO,
+    VIDEO_LLAVA,
+    TinyShape,
+    get_family,
+    tiny_config,
+)
+from fsar_features.backends._hf import default_device_dtype
 from fsar_prompts import render_prompt
+
+
+def state_hash(model: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a state dict: names, dtypes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def feature_checksum(backend: FeatureBackend) -> list[float]:
+    """Sum, absolute sum and the first 4 values of the last token's last hidden state, for a fixed
+    ``[1, 2, 40, 50, 3]`` clip and the support prompt of "jump"."""
+    frames = np.random.default_rng(0).integers(0, 256, (1, 2, 40, 50, 3), dtype=np.uint8)
+    ids = backend.tokenize(render_prompt(backend.family, "support", "temporal", label="jump"), 2)
+    out = backend.forward(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), backend.pixel_values(frames))
+    last = out.hidden_states[-1].float()  # [1, N, D]
+    return [float(last.sum()), float(last.abs().sum()), *map(float, last[0, -1, :4])]
+
+
+# Computed with the code before the backends became one table (two copied family modules): the
+# tiny seeded models must keep their weights, ids and features bit for bit (feature caches record
+# the ids; tests and trials rely on the weights).
+TINY_REGRESSION = [
+    ("tiny-video-llava", {}, "d8ceb63f54bedc0d", "tiny-video-llava(seed=0,D=64,L=2,image=32,patch=8)", 17,
+     [-1075.3313, 10770.1426, 0.982381, -0.010384, 0.14448, 0.089275]),
+    ("tiny-video-llava", {"seed": 3, "hidden_size": 32, "n_layers": 1, "image_size": 48, "patch_size": 8},
+     "76d4b635f128382c", "tiny-video-llava(seed=3,D=32,L=1,image=48,patch=8)", 37,
+     [-175.4076, 6379.9341, -0.578925, -0.54696, 0.102801, 1.093233]),
+    ("tiny-llava-next-video", {}, "e6615b8dc774c85f", "tiny-llava-next-video(seed=0,D=64,L=2)", 4,
+     [298.4016, 9496.4473, -0.16559, -0.654154, 0.694958, 1.55742]),
+    ("tiny-llava-next-video", {"seed": 2, "hidden_size": 32, "n_layers": 3}, "2ec4248afc3e62a7",
+     "tiny-llava-next-video(seed=2,D=32,L=3)", 4, [-289.7985, 4795.5068, -2.151244, -2.248377, 0.824135, 1.463025]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "options", "weights", "model_id", "tokens_per_frame", "checksum"), TINY_REGRESSION)
+def test_tiny_backends_keep_the_weights_ids_and_features_of_the_two_family_modules(
+    name: str, options: dict, weights: str, model_id: str, tokens_per_frame: int, checksum: list[float]
+) -> None:
+    backend = create_backend(name, **options)
+    assert (state_hash(backend.model), backend.model_id, backend.tokens_per_frame) == (
+        weights,
+        model_id,
+        tokens_per_frame,
+    )
+    torch.testing.assert_close(feature_checksum(backend), checksum, rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoints_open_with_the_weights_they_had(tmp_path: Path) -> None:
+    """``<family>`` backends over ``save_tiny_checkpoint`` folders (hashes from the two-module code)."""
+    expected = {
+        ("video-llava", None): "a33ebedf9901d9c5",
+        ("video-llava", 5): "70fd88165293ec96",
+        ("llava-next-video", None): "c0051471fa6df3bf",
+    }
+    for (family, seed), weights in expected.items():
+        folder = save_tiny_checkpoint(family, tmp_path / family, hidden_size=16, vision_hidden_size=8, seed=1)
+        backend = create_backend(family, model=folder, device="cpu", random_init_seed=seed)
+        assert state_hash(backend.model) == weights, (family, seed)
+
+
+def test_every_family_registers_a_backend_a_tiny_backend_and_its_model_type() -> None:
+    assert sorted(FAMILIES) == ["llava-next-video", "video-llava"]
+    assert list_backends() == sorted([*FAMILIES, *(f.tiny_name for f in FAMILIES.values())])
+    assert fsar_features.list_model_types() == {f.model_type: f.name for f in FAMILIES.values()}
+    assert get_family("video-llava") is VIDEO_LLAVA
+    with pytest.raises(ValueError, match="unknown model family 'qwen2-vl'; valid: llava-next-video, video-llava"):
+        get_family("qwen2-vl")
+
+
+def test_both_tiny_backends_take_the_same_options() -> None:
+    # LLaVA-NeXT-Video's tiny backend took no image or patch size before; its id names them only off
+    # the default, so the ids recorded in existing caches stay valid.
+    backend = create_backend("tiny-llava-next-video", image_size=48, patch_size=8, seed=1)
+    assert (backend.tokens_per_frame, backend.crop_size) == (9, 48)  # 6×6 patches pooled by stride 2
+    assert backend.model_id == "tiny-llava-next-video(seed=1,D=64,L=2,image=48,patch=8)"
+    assert create_backend("tiny-video-llava", device="cpu").device == torch.device("cpu")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'image'"):
+        create_backend("tiny-llava-next-video", image=48)
+
+
+def test_tiny_shapes_and_configs_are_checked_and_follow_the_family() -> None:
+    with pytest.raises(ValueError, match=r"tiny model sizes must be positive integers, got \{'n_layers': 0\}"):
+        TinyShape(n_layers=0)
+    config = tiny_config(VIDEO_LLAVA, n_frames=4)
+    assert (config.video_seq_length, VIDEO_LLAVA.tokens_per_frame(config)) == (68, 17)
+    next_config = tiny_config(LLAVA_NEXT_VIDEO, TinyShape(image_size=64, patch_size=8))
+    assert (next_config.spatial_pool_stride, LLAVA_NEXT_VIDEO.tokens_per_frame(next_config)) == (2, 16)
+    next_config.vision_feature_select_strategy = "full"
+    with pytest.raises(ValueError, match="need vision_feature_select_strategy='default', got 'full'"):
+        LLAVA_NEXT_VIDEO.tokens_per_frame(next_config)
 
 
 def test_registry_lists_every_backend_and_rejects_unknown_names() -> None:
@@ -147,14 +252,20 @@ def test_an_uncached_hub_id_offline_names_the_id_and_the_offline_switch(monkeypa
         create_backend("video-llava", model="fsar-test/no-such-model", device="cpu")
 
 
-def test_random_init_keeps_the_architecture_and_tokenizer_but_not_the_weights(tmp_path: Path) -> None:
-    folder = _save_tiny(create_backend("tiny-video-llava", seed=3), tmp_path / "ckpt")
-    trained = create_backend("video-llava", model=folder, device="cpu", model_id="m")
-    random_a = create_backend("video-llava", model=folder, device="cpu", model_id="m", random_init_seed=0)
-    random_b = create_backend("video-llava", model=folder, device="cpu", model_id="m", random_init_seed=0)
+@pytest.mark.parametrize(
+    ("tiny", "real"), [("tiny-video-llava", "video-llava"), ("tiny-llava-next-video", "llava-next-video")]
+)
+def test_random_init_keeps_the_architecture_and_tokenizer_but_not_the_weights(
+    tmp_path: Path, tiny: str, real: str
+) -> None:
+    saved = create_backend(tiny, seed=3)
+    folder = _save_tiny(saved, tmp_path / "ckpt")
+    trained = create_backend(real, model=folder, device="cpu", model_id="m")
+    random_a = create_backend(real, model=folder, device="cpu", model_id="m", random_init_seed=0)
+    random_b = create_backend(real, model=folder, device="cpu", model_id="m", random_init_seed=0)
     assert random_a.model_id == "m+random-init(seed=0)"
     assert random_a.model.config.to_diff_dict().keys() == trained.model.config.to_diff_dict().keys()
-    assert (random_a.n_layers, random_a.hidden_size, random_a.tokens_per_frame) == (2, 64, 17)
+    assert (random_a.n_layers, random_a.hidden_size, random_a.tokens_per_frame) == (2, 64, saved.tokens_per_frame)
     assert [p.shape for p in random_a.model.parameters()] == [p.shape for p in trained.model.parameters()]
     assert random_a.tokenizer.get_vocab() == trained.tokenizer.get_vocab()
     a, b, t = (dict(x.model.named_parameters()) for x in (random_a, random_b, trained))

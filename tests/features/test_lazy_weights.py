@@ -21,10 +21,9 @@ from fsar_features import (
     extract_features,
     save_tiny_checkpoint,
 )
-from fsar_features.backends import HFVideoBackend
+from fsar_features.backends import VIDEO_LLAVA, HFVideoBackend, seeded_init
 from fsar_features.backends import _hf as hf
-from fsar_features.backends._hf import read_preprocessing, seeded_init
-from fsar_features.backends.video_llava import video_llava_tokens_per_frame
+from fsar_features.backends._hf import read_preprocessing
 
 # 2 frames keep the real geometry's 257 tokens per frame cheap on a CPU.
 CONFIG = ExtractionConfig(n_frames=2, batch_size=2, storage_dtype="float32")
@@ -78,7 +77,7 @@ def _eager(folder: Path, *, random_init_seed: int | None = None) -> HFVideoBacke
         tokenizer=tokenizer,
         model_id=model_id,
         family="video-llava",
-        tokens_per_frame=video_llava_tokens_per_frame(model.config),
+        tokens_per_frame=VIDEO_LLAVA.tokens_per_frame(model.config),
         has_cls=True,
         preprocessing=read_preprocessing(processor_folder, model.config.vision_config.image_size),
     )

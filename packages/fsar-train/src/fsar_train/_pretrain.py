@@ -18,8 +18,9 @@ decoder) on (video, prompt, answer) triples built from **meta-train videos only*
 Class names are compositions of primitives and the split holds out combinations (``_synthetic``),
 so every word of a meta-test class name is known, and no meta-test combination is seen.
 
-The model is transformers' ``VideoLlavaForConditionalGeneration`` built from
-``tiny_video_llava_config`` with a word-level tokenizer built in code (``build_word_tokenizer``,
+The model is transformers' ``VideoLlavaForConditionalGeneration``, built by fsar-features' public
+``tiny_backend(VIDEO_LLAVA, TinyShape(...))`` (``fsar_features.backends``, the same code path as the
+``tiny-video-llava`` backend) with a word-level tokenizer built in code (``build_word_tokenizer``,
 vocabulary: the words of the meta-train labels and captions and of the prompts); frames are read
 by ``FeatureExtractor.read`` and inputs made by the same ``HFVideoBackend.pixel_values`` /
 ``tokenize`` the feature extractor uses, so the pretrained model sees exactly the sequences it
@@ -57,9 +58,15 @@ import torch
 from torch import Tensor, nn
 
 from fsar_features import ExtractionConfig, FeatureExtractor
-from fsar_features.backends import HFVideoBackend, build_word_tokenizer
-from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, Preprocessing, seeded_init
-from fsar_features.backends.video_llava import FAMILY, tiny_video_llava_config, video_llava_tokens_per_frame
+from fsar_features.backends import (
+    CLIP_MEAN,
+    CLIP_STD,
+    VIDEO_LLAVA,
+    HFVideoBackend,
+    TinyShape,
+    build_word_tokenizer,
+    tiny_backend,
+)
 from fsar_prompts import RenderedPrompt, TemplateSet, list_roles, load_templates, render_prompt, scenario_for
 from fsar_train._config import ExperimentConfig, PretrainConfig, config_to_toml
 from fsar_train._io import atomic_path
@@ -220,9 +227,9 @@ def read_pretrain_rows(root: str | Path, split: str = "train") -> list[PretrainR
 def _prompt(role: str, scenario: str, label: str | None, question: str | None = None) -> RenderedPrompt:
     if question is not None:
         return render_prompt(
-            FAMILY, role, question, label=None if role == "query" else label, templates=pretrain_questions()
+            VIDEO_LLAVA.name, role, question, label=None if role == "query" else label, templates=pretrain_questions()
         )  # type: ignore[arg-type]
-    return render_prompt(FAMILY, role, scenario, label=None if role == "query" else label)  # type: ignore[arg-type]
+    return render_prompt(VIDEO_LLAVA.name, role, scenario, label=None if role == "query" else label)  # type: ignore[arg-type]
 
 
 def pretrain_vocabulary(rows: Sequence[PretrainRow], scenario: str, tasks: Sequence[str] = ()) -> list[str]:
@@ -425,31 +432,25 @@ def _lr_factor(step: int, config: PretrainConfig) -> float:
 
 
 def _build(config: PretrainConfig, words: Sequence[str]) -> tuple[nn.Module, HFVideoBackend]:
-    tokenizer = build_word_tokenizer(words)
-    model_config = tiny_video_llava_config(
+    shape = TinyShape(
         hidden_size=config.hidden_size,
         n_layers=config.n_layers,
         image_size=config.image_size,
         patch_size=config.patch_size,
-        vocab_size=len(tokenizer),
         vision_hidden_size=config.vision_hidden_size,
         vision_layers=config.vision_layers,
         vision_feature_layer=config.vision_feature_layer,
     )
-    model_config.video_seq_length = config.n_frames * video_llava_tokens_per_frame(model_config)
-    from transformers import VideoLlavaForConditionalGeneration
-
-    model = seeded_init(lambda: VideoLlavaForConditionalGeneration(model_config), config.seed)
-    backend = HFVideoBackend(
+    backend = tiny_backend(
+        VIDEO_LLAVA,
+        shape,
+        seed=config.seed,
+        tokenizer=build_word_tokenizer(words),
+        n_frames=config.n_frames,
         name="video-llava",
-        model=model,
-        tokenizer=tokenizer,
         model_id="pretraining",
-        family=FAMILY,
-        tokens_per_frame=video_llava_tokens_per_frame(model_config),
-        has_cls=True,
-        preprocessing=Preprocessing(config.image_size, config.image_size, CLIP_MEAN, CLIP_STD),
     )
+    model = backend.model
     model.requires_grad_(True).train()  # the backend froze it for feature extraction; here it learns
     return model, backend
 

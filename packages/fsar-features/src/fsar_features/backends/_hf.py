@@ -1,8 +1,8 @@
 """Plumbing shared by the transformers LLaVA-family backends: one backend class, loading, tiny tokenizer.
 
-A family module (``video_llava.py``, ``llava_next_video.py``) supplies what differs: the model class,
-the number of video tokens per frame (read from the config), whether each frame starts with a CLS
-token, and a small config for its tiny variant.
+A family's spec (``VideoFamily`` in ``_families.py``) supplies what differs: the model class, the
+number of video tokens per frame (read from the config), whether each frame starts with a CLS token,
+and the shape of its tiny variant.
 
 Weights load lazily: ``open_pretrained`` reads only ``config.json``, the tokenizer and the processor
 settings, which fix everything the cache recipe, the prompts and the label spans need; the backend
