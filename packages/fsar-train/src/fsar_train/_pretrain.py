@@ -41,7 +41,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -71,6 +70,7 @@ from fsar_prompts import RenderedPrompt, TemplateSet, list_roles, load_templates
 from fsar_train._config import ExperimentConfig, PretrainConfig, config_to_toml
 from fsar_train._io import atomic_path
 from fsar_train._progress import make_progress
+from fsar_train._schedule import lr_factor
 from fsar_train._synthetic import BEHAVIOURS, DIRECTIONS, MANNERS, generate_synthetic_actions
 
 __all__ = [
@@ -424,11 +424,9 @@ def load_pretrain_state(path: Path) -> dict[str, Any]:
 
 
 def _lr_factor(step: int, config: PretrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    """Linear warm-up, then cosine decay to 10 % of the peak (``lr_factor``; the cosine would end one
+    step after the last, as it always has: the shipped model stays reproducible)."""
+    return lr_factor(step, warmup=config.warmup_steps, total=config.steps, final_ratio=0.1, ends="after-last-step")
 
 
 def _build(config: PretrainConfig, words: Sequence[str]) -> tuple[nn.Module, HFVideoBackend]:

@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import inspect
 import logging
-import math
 import os
 import typing
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from fsar_train._evaluate import mean_ci, run_episodes
 from fsar_train._features import FeatureSource, build_episode, class_anchors, hold_out_classes
 from fsar_train._io import atomic_path, atomic_write_json, atomic_write_text
 from fsar_train._progress import make_progress
+from fsar_train._schedule import lr_factor
 
 __all__ = [
     "TrainResult",
@@ -144,20 +144,6 @@ def _config_fields(cls: type) -> set[str]:
     annotation = hints.get("config")
     candidates = typing.get_args(annotation) or (annotation,)
     return {f.name for c in candidates if dataclasses.is_dataclass(c) for f in dataclasses.fields(c)}
-
-
-def lr_factor(step: int, *, warmup: int, total: int, final_ratio: float) -> float:
-    """Multiplier of the peak lr for optimiser step ``step`` (0-based): linear warm-up, then cosine.
-
-    Example:
-        >>> [round(lr_factor(s, warmup=2, total=6, final_ratio=0.0), 3) for s in range(6)]
-        [0.5, 1.0, 1.0, 0.75, 0.25, 0.0]
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    span = max(total - warmup - 1, 1)
-    progress = min((step - warmup) / span, 1.0)
-    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class _EpisodeObjective(nn.Module):
