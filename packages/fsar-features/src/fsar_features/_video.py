@@ -25,6 +25,7 @@ Short videos: see ``fsar_features._sampling`` (indices repeat, evenly spread, in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,11 +38,13 @@ import torch
 from fsar_features._sampling import Generator, sample_indices
 from fsar_features._spatial import resize_and_center_crop
 
-__all__ = ["DecodeMode", "VideoClip", "VideoReadError", "read_frames"]
+__all__ = ["DecodeMode", "FrameToRGB", "VideoClip", "VideoReadError", "read_frames"]
 
 log = logging.getLogger(__name__)
 
 DecodeMode = Literal["auto", "seek", "sequential"]
+#: Converts one decoded frame to uint8 RGB ``[H, W, 3]`` (``read_frames(to_rgb=...)``).
+FrameToRGB = Callable[[av.VideoFrame], np.ndarray]
 _DECODE_MODES = ("auto", "seek", "sequential")
 _OUTPUTS = ("numpy", "torch")
 #: Gap (in frames) below which the reader decodes forward instead of seeking, before it has seen the GOP.
@@ -113,22 +116,33 @@ def _count_packets(container: av.container.InputContainer, stream: av.video.stre
     return n
 
 
+def _rgb24(frame: av.VideoFrame) -> np.ndarray:
+    """PyAV's (swscale's) RGB conversion, the default of ``read_frames``."""
+    return frame.to_ndarray(format="rgb24")
+
+
 def _decode_sequential(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, targets: list[int]
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    targets: list[int],
+    to_rgb: FrameToRGB = _rgb24,
 ) -> dict[int, np.ndarray]:
     """Frames ``targets`` (sorted, unique) by decoding from the start."""
     wanted, out, k = set(targets), {}, -1
     last = targets[-1]
     for k, frame in enumerate(container.decode(stream)):
         if k in wanted:
-            out[k] = frame.to_ndarray(format="rgb24")
+            out[k] = to_rgb(frame)
         if k >= last:
             return out
     raise _StreamEnded(k + 1)
 
 
 def _decode_seek(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, targets: list[int]
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    targets: list[int],
+    to_rgb: FrameToRGB = _rgb24,
 ) -> dict[int, np.ndarray]:
     """Frames ``targets`` (sorted, unique) by seeking; raises ``_NeedSequential`` when unsure."""
     rate = stream.average_rate or stream.guessed_rate
@@ -171,7 +185,7 @@ def _decode_seek(
                 raise _NeedSequential(f"frame index jumped from {position} to {index}")
             position = index
             if index == target:
-                out[target] = frame.to_ndarray(format="rgb24")
+                out[target] = to_rgb(frame)
                 break
             if index > target:
                 raise _NeedSequential(f"seek for frame {target} landed after it, on {index}")
@@ -192,6 +206,7 @@ def read_frames(
     crop: int | None = None,
     decode: DecodeMode = "auto",
     output: Literal["numpy", "torch"] = "numpy",
+    to_rgb: FrameToRGB | None = None,
 ) -> VideoClip:
     """Read T sampled frames of a video file (mp4, webm, avi, mkv, anything FFmpeg demuxes).
 
@@ -206,6 +221,9 @@ def read_frames(
         crop: side of the square centre crop (default ``size``); only with ``size``.
         decode: ``auto``, ``seek`` or ``sequential`` (module docstring); all give the same frames.
         output: ``numpy`` or ``torch`` for ``frames``.
+        to_rgb: converts each kept frame to uint8 RGB ``[H, W, 3]``; default PyAV's ``rgb24``
+            (swscale). fsar-train's ``pixels`` source passes a NumPy conversion, whose values do not
+            depend on buffer alignment.
 
     Returns:
         The frames, uint8 ``[T, H, W, 3]`` (``[T, crop, crop, 3]`` with ``size``), and their indices.
@@ -225,6 +243,9 @@ def read_frames(
         raise ValueError(f"unknown output {output!r}; valid: {', '.join(_OUTPUTS)}")
     if crop is not None and size is None:
         raise ValueError(f"crop={crop} needs size= (the short side to resize to before cropping)")
+    if to_rgb is not None and not callable(to_rgb):
+        raise ValueError(f"to_rgb must be a function of a decoded frame, got {type(to_rgb).__name__}")
+    to_rgb = to_rgb or _rgb24
     sample_indices(1, n_frames, strategy)  # validates strategy and n_frames before touching the file
 
     path = Path(path)
@@ -251,14 +272,14 @@ def read_frames(
             try:
                 if mode == "seek":
                     try:
-                        frames = _decode_seek(container, stream, targets)
+                        frames = _decode_seek(container, stream, targets, to_rgb)
                     except _NeedSequential as why:
                         if decode == "seek":
                             log.debug("%s: seek decoding not exact (%s); decoding sequentially", path, why)
                         mode = "sequential"
                         container.seek(0)
                 if mode == "sequential":
-                    frames = _decode_sequential(container, stream, targets)
+                    frames = _decode_sequential(container, stream, targets, to_rgb)
             except _StreamEnded as ended:
                 if reported > 0 or ended.decoded == 0:
                     raise VideoReadError(
@@ -273,7 +294,7 @@ def read_frames(
                 n = ended.decoded
                 indices = sample_indices(n, n_frames, strategy, generator)
                 targets, mode = sorted(set(indices)), "sequential"
-                frames = _decode_sequential(container, stream, targets)
+                frames = _decode_sequential(container, stream, targets, to_rgb)
         except av.error.FFmpegError as error:
             raise VideoReadError(path, f"decoding failed ({type(error).__name__}: {error})") from error
         except _StreamEnded as ended:

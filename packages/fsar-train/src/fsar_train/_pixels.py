@@ -1,12 +1,13 @@
 """The ``pixels`` feature source: frames decoded with PyAV, area-downsampled, flattened.
 
 A model-free stand-in that lets synthetic-actions train and evaluate end to end before the MLLM
-feature cache is connected. Per video: T frame indices at segment centres (deterministic; a video
-shorter than T repeats frames), each frame area-resized to ``grid × grid`` RGB in [0, 1] and
-flattened to D = 3·grid²; optionally the video's mean frame is subtracted, which cancels a static
-background and static distractors and leaves the moving object; then each video is scaled to unit
-RMS (contrast invariance). Features are cached as one fp16
-tensor file per (video list, recipe).
+feature cache is connected. Per video: T frames at segment centres, read by fsar-features'
+``read_frames`` with its ``segments`` sampler (deterministic; a video shorter than T repeats
+frames) and a NumPy YUV → RGB conversion (``fsar_train._yuv``: swscale's output can vary with
+buffer alignment), each frame area-resized to ``grid × grid`` RGB in [0, 1] and flattened to
+D = 3·grid²; optionally the video's mean frame is subtracted, which cancels a static background and
+static distractors and leaves the moving object; then each video is scaled to unit RMS (contrast
+invariance). Features are cached as one fp16 tensor file per (video list, recipe).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fsar_features import read_frames, sample_indices
 from fsar_train._config import ExperimentConfig
 from fsar_train._features import TensorFeatures
 from fsar_train._io import atomic_path
@@ -33,28 +35,38 @@ __all__ = ["decode_frames", "pixel_features", "segment_centres"]
 
 logger = logging.getLogger(__name__)
 
+#: fsar-features' frame sampler the pixels source reads with (segment centres without a generator).
+SAMPLER = "segments"
+
 
 def segment_centres(n_available: int, n_frames: int) -> list[int]:
-    """T indices at the centres of T equal segments of ``n_available`` frames (TSN's test-time rule).
+    """T indices at the centres of T equal segments of ``n_available`` frames (TSN's test-time rule):
+    fsar-features' ``segments`` sampler without a generator.
+
+    Raises:
+        ValueError: ``n_available < 1`` or ``n_frames < 1``.
 
     Example:
         >>> segment_centres(24, 8), segment_centres(3, 5)
         ([1, 4, 7, 10, 13, 16, 19, 22], [0, 0, 1, 2, 2])
     """
-    if n_available < 1:
-        raise ValueError("a video needs at least one frame")
-    return [min(int((i + 0.5) * n_available / n_frames), n_available - 1) for i in range(n_frames)]
+    return sample_indices(n_available, n_frames, SAMPLER)
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: yuv420p converted in NumPy (no swscale), any other format by PyAV."""
+    if frame.format.name == "yuv420p":
+        return yuv420p_to_rgb(frame.to_ndarray())
+    return frame.to_ndarray(format="rgb24")
 
 
 def decode_frames(path: str | Path, n_frames: int) -> np.ndarray:
-    """``[T, H, W, 3]`` uint8 frames at segment centres (decodes the whole clip: synthetic clips are short)."""
-    with av.open(str(path)) as container:
-        frames = [frame for frame in container.decode(video=0)]
-    picked = [frames[i] for i in segment_centres(len(frames), n_frames)]
-    if all(f.format.name == "yuv420p" for f in picked):
-        # NumPy conversion: swscale's output can vary by buffer alignment (see fsar_train._yuv).
-        return np.stack([yuv420p_to_rgb(f.to_ndarray()) for f in picked])
-    return np.stack([f.to_ndarray(format="rgb24") for f in picked])
+    """``[T, H, W, 3]`` uint8 frames at segment centres (``read_frames`` with the ``segments`` sampler).
+
+    Raises:
+        fsar_features.VideoReadError: a missing, unreadable, truncated or frameless video.
+    """
+    return read_frames(path, n_frames, SAMPLER, to_rgb=_to_rgb).frames
 
 
 def pixel_features(paths: Sequence[Path], *, n_frames: int, grid: int, subtract_mean: bool, progress: bool) -> Tensor:
