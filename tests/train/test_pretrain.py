@@ -219,6 +219,55 @@ def test_the_shipped_model_records_how_it_was_made():
     assert set(info["held_out_metrics"]) >= {"loss", "query-label/exact", "support-caption/token_acc"}
 
 
+def _state_hash(model: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a state dict: names, dtypes and bytes, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, "5157041bd25ef8d9"),
+        (
+            {"hidden_size": 32, "vision_hidden_size": 16, "image_size": 16, "patch_size": 4, "n_frames": 4, "seed": 7},
+            "5d4b9c2e288901a6",
+        ),
+    ],
+)
+def test_the_model_to_pretrain_starts_from_the_same_weights(overrides, expected):
+    """Hashes computed when pretraining built the model itself from the private Video-LLaVA module;
+    it now asks fsar-features' public ``tiny_backend``: the starting weights (and so the shipped
+    model's reproduction) are the same."""
+    from fsar_train._config import PretrainConfig
+
+    config = PretrainConfig(**overrides)
+    model, backend = pretrain_module._build(config, ["moving", "something", "up", "USER: ASSISTANT:"])
+    assert _state_hash(model) == expected
+    assert model.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.config.video_seq_length == config.n_frames * backend.tokens_per_frame
+    assert (backend.name, backend.model_id, backend.family, backend.has_cls) == (
+        "video-llava",
+        "pretraining",
+        "video-llava",
+        True,
+    )
+    assert (backend.frame_size, backend.crop_size) == (config.image_size, config.image_size)
+
+
+def test_the_shipped_model_opens_with_the_weights_it_has():
+    backend = create_backend("video-llava", model=_shipped_folder(), device="cpu")
+    assert _state_hash(backend.model) == "ed787a97b2912062"
+    assert (backend.tokens_per_frame, backend.has_cls, backend.n_layers, backend.hidden_size) == (17, True, 2, 64)
+
+
 def test_the_pretrain_command_reproduces_the_recorded_short_schedule(tmp_path):
     """The shipped folder's reproduction.json holds a short schedule of the same command and what it
     measured; running it again must give a model of the same quality (loss and accuracies within
