@@ -132,8 +132,14 @@ def build_backend(setting: Setting, seed: int):
     """The Video-LLaVA of ``setting`` with seeded random weights, behind fsar-features' backend class."""
     from transformers import CLIPVisionConfig, LlamaConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
 
-    from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, HFVideoBackend, Preprocessing, build_word_tokenizer
-    from fsar_features.backends.video_llava import video_llava_tokens_per_frame
+    from fsar_features.backends import (
+        CLIP_MEAN,
+        CLIP_STD,
+        VIDEO_LLAVA,
+        HFVideoBackend,
+        Preprocessing,
+        build_word_tokenizer,
+    )
     from fsar_prompts import render_prompt
 
     vision = CLIPVisionConfig(**setting.vision)
@@ -166,7 +172,7 @@ def build_backend(setting: Setting, seed: int):
         tokenizer=tokenizer,
         model_id=f"{setting.name}, seed {seed}",
         family="video-llava",
-        tokens_per_frame=video_llava_tokens_per_frame(config),
+        tokens_per_frame=VIDEO_LLAVA.tokens_per_frame(config),
         has_cls=True,
         preprocessing=Preprocessing(vision.image_size, vision.image_size, CLIP_MEAN, CLIP_STD),
     )
