@@ -23,6 +23,7 @@ from fsar_features.backends import (
     tiny_config,
 )
 from fsar_features.backends._hf import default_device_dtype
+from fsar_features.backends._tiny_checkpoints import GEOMETRIES
 from fsar_prompts import render_prompt
 
 
@@ -93,6 +94,7 @@ def test_every_family_registers_a_backend_a_tiny_backend_and_its_model_type() ->
     assert list_backends() == sorted([*FAMILIES, *(f.tiny_name for f in FAMILIES.values())])
     assert fsar_features.list_model_types() == {f.model_type: f.name for f in FAMILIES.values()}
     assert get_family("video-llava") is VIDEO_LLAVA
+    assert GEOMETRIES.keys() == FAMILIES.keys()  # every family has a real geometry for save_tiny_checkpoint
     with pytest.raises(ValueError, match="unknown model family 'qwen2-vl'; valid: llava-next-video, video-llava"):
         get_family("qwen2-vl")
 

@@ -83,25 +83,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
-from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaNextImageProcessorPil,
-    LlavaNextVideoConfig,
-    LlavaNextVideoForConditionalGeneration,
-    VideoLlavaConfig,
-    VideoLlavaForConditionalGeneration,
-    VideoLlavaImageProcessor,
-)
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextImageProcessorPil, VideoLlavaImageProcessor
 
+from fsar_features.backends._families import get_family
 from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, build_word_tokenizer, seeded_init
 
-__all__ = ["LLAVA_NEXT_VIDEO_7B", "VIDEO_LLAVA_7B", "CheckpointGeometry", "save_tiny_checkpoint"]
+__all__ = ["GEOMETRIES", "LLAVA_NEXT_VIDEO_7B", "VIDEO_LLAVA_7B", "CheckpointGeometry", "save_tiny_checkpoint"]
 
 # The Vicuna-style turn, rendered from messages as the -hf processors' chat templates do:
 # "USER: <video>\n{text} ASSISTANT:" for one user turn with a video and a text, then the generation prompt.
@@ -139,8 +132,8 @@ class CheckpointGeometry:
     crop_size: int  # ... then centre-cropped to this square
     processor_class: str
     chat_template: str
-    spatial_pool_stride: int | None = None  # LLaVA-NeXT-Video only
-    spatial_pool_mode: str | None = None  # LLaVA-NeXT-Video only
+    image_processor_class: type  # the class the hub preprocessor_config.json names (written with it)
+    config_extra: Mapping[str, Any] = field(default_factory=dict)  # more of the family's config arguments
 
     def special_id(self, token: str) -> int:
         """The id of a special token (``<unk> <s> </s> <image> <video>``, and ``<pad>`` where there is one)."""
@@ -163,6 +156,8 @@ VIDEO_LLAVA_7B = CheckpointGeometry(
     crop_size=224,
     processor_class="VideoLlavaProcessor",
     chat_template=_VICUNA_VIDEO_TEMPLATE,
+    image_processor_class=VideoLlavaImageProcessor,
+    config_extra={"video_seq_length": 8 * ((224 // 14) ** 2 + 1), "pad_token_id": 32002},  # 2056; <pad>
 )
 
 LLAVA_NEXT_VIDEO_7B = CheckpointGeometry(
@@ -181,9 +176,13 @@ LLAVA_NEXT_VIDEO_7B = CheckpointGeometry(
     crop_size=336,
     processor_class="LlavaNextVideoProcessor",
     chat_template=_VICUNA_VIDEO_TEMPLATE,
-    spatial_pool_stride=2,
-    spatial_pool_mode="average",
+    # LlavaNextImageProcessorPil is LlavaNextImageProcessor without torchvision and writes the same file.
+    image_processor_class=LlavaNextImageProcessorPil,
+    config_extra={"spatial_pool_mode": "average", "spatial_pool_stride": 2},
 )
+
+#: Family (``FAMILIES``) → the real checkpoint's geometry.
+GEOMETRIES: dict[str, CheckpointGeometry] = {"video-llava": VIDEO_LLAVA_7B, "llava-next-video": LLAVA_NEXT_VIDEO_7B}
 
 
 @dataclass(frozen=True)
@@ -221,51 +220,28 @@ def _text_config(g: CheckpointGeometry, w: _Widths) -> LlamaConfig:
     )
 
 
-def _video_llava(g: CheckpointGeometry, w: _Widths) -> nn.Module:
-    config = VideoLlavaConfig(
+def _model(family: str, g: CheckpointGeometry, w: _Widths) -> nn.Module:
+    spec = get_family(family)
+    config = spec.config_class(
         vision_config=_vision_config(g, w),
         text_config=_text_config(g, w),
         image_token_index=g.special_id("<image>"),
         video_token_index=g.special_id("<video>"),
         vision_feature_layer=g.vision_feature_layer,
         vision_feature_select_strategy=g.vision_feature_select_strategy,
-        image_seq_length=(g.image_size // g.patch_size) ** 2,  # 256: images drop CLS
-        video_seq_length=8 * g.tokens_per_frame,  # 2056
-        pad_token_id=g.special_id("<pad>"),
+        image_seq_length=(g.image_size // g.patch_size) ** 2,  # images drop CLS: 256 and 576
+        **g.config_extra,
     )
-    return VideoLlavaForConditionalGeneration(config)
+    return spec.model_class(config)
 
 
-def _llava_next_video(g: CheckpointGeometry, w: _Widths) -> nn.Module:
-    config = LlavaNextVideoConfig(
-        vision_config=_vision_config(g, w),
-        text_config=_text_config(g, w),
-        image_token_index=g.special_id("<image>"),
-        video_token_index=g.special_id("<video>"),
-        vision_feature_layer=g.vision_feature_layer,
-        vision_feature_select_strategy=g.vision_feature_select_strategy,
-        spatial_pool_mode=g.spatial_pool_mode,
-        spatial_pool_stride=g.spatial_pool_stride,
-        image_seq_length=(g.image_size // g.patch_size) ** 2,  # 576
-    )
-    return LlavaNextVideoForConditionalGeneration(config)
-
-
-def _image_processor(g: CheckpointGeometry, cls: type) -> object:
-    return cls(
+def _image_processor(g: CheckpointGeometry) -> object:
+    return g.image_processor_class(
         size={"shortest_edge": g.shortest_edge},
         crop_size={"height": g.crop_size, "width": g.crop_size},
         image_mean=list(CLIP_MEAN),
         image_std=list(CLIP_STD),
     )
-
-
-# family → (geometry, model builder, the image processor class the hub preprocessor_config.json names;
-# LlavaNextImageProcessorPil is LlavaNextImageProcessor without torchvision and writes the same file).
-_FAMILIES: dict[str, tuple[CheckpointGeometry, Callable[[CheckpointGeometry, _Widths], nn.Module], type]] = {
-    "video-llava": (VIDEO_LLAVA_7B, _video_llava, VideoLlavaImageProcessor),
-    "llava-next-video": (LLAVA_NEXT_VIDEO_7B, _llava_next_video, LlavaNextImageProcessorPil),
-}
 
 
 def save_tiny_checkpoint(
@@ -308,17 +284,17 @@ def save_tiny_checkpoint(
         >>> json.loads((folder / "config.json").read_text())["video_token_index"]
         32001
     """
-    if family not in _FAMILIES:
-        raise ValueError(f"no tiny checkpoint for family {family!r}; valid: {', '.join(sorted(_FAMILIES))}")
-    geometry, build, image_processor = _FAMILIES[family]
+    if family not in GEOMETRIES:
+        raise ValueError(f"no tiny checkpoint for family {family!r}; valid: {', '.join(sorted(GEOMETRIES))}")
+    geometry = GEOMETRIES[family]
     widths = _Widths(hidden_size, n_layers, vision_hidden_size, vision_layers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seeded_init(lambda: build(geometry, widths), seed).save_pretrained(out)
+    seeded_init(lambda: _model(family, geometry, widths), seed).save_pretrained(out)
     tokenizer = build_word_tokenizer(_WORDS, special_ids=geometry.special_ids, pad_token=geometry.pad_token)
     tokenizer.chat_template = geometry.chat_template
     tokenizer.save_pretrained(out)
-    _image_processor(geometry, image_processor).save_pretrained(out)
+    _image_processor(geometry).save_pretrained(out)
     processor = {
         "image_token": "<image>",
         "num_additional_image_tokens": 1,
