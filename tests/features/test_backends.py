@@ -89,9 +89,11 @@ def test_checkpoints_open_with_the_weights_they_had(tmp_path: Path) -> None:
         assert state_hash(backend.model) == weights, (family, seed)
 
 
-def test_every_family_registers_a_backend_a_tiny_backend_and_its_model_type() -> None:
+def test_every_family_registers_its_backends_and_model_type_and_unknown_names_are_refused() -> None:
     assert sorted(FAMILIES) == ["llava-next-video", "video-llava"]
-    assert list_backends() == sorted([*FAMILIES, *(f.tiny_name for f in FAMILIES.values())])
+    assert list_backends() == ["llava-next-video", "tiny-llava-next-video", "tiny-video-llava", "video-llava"]
+    with pytest.raises(ValueError, match="unknown feature backend 'clip'; registered: llava-next-video, "):
+        create_backend("clip")
     assert fsar_features.list_model_types() == {f.model_type: f.name for f in FAMILIES.values()}
     assert get_family("video-llava") is VIDEO_LLAVA
     assert GEOMETRIES.keys() == FAMILIES.keys()  # every family has a real geometry for save_tiny_checkpoint
@@ -122,12 +124,6 @@ def test_tiny_shapes_and_configs_are_checked_and_follow_the_family() -> None:
         LLAVA_NEXT_VIDEO.tokens_per_frame(next_config)
 
 
-def test_registry_lists_every_backend_and_rejects_unknown_names() -> None:
-    assert list_backends() == ["llava-next-video", "tiny-llava-next-video", "tiny-video-llava", "video-llava"]
-    with pytest.raises(ValueError, match="unknown feature backend 'clip'; registered: llava-next-video, "):
-        create_backend("clip")
-
-
 def test_create_backend_passes_a_backend_object_through(tiny_backend: FeatureBackend) -> None:
     assert create_backend(tiny_backend) is tiny_backend
     assert isinstance(tiny_backend, FeatureBackend)
@@ -150,12 +146,6 @@ def test_tiny_backends_are_seeded_and_leave_the_global_rng_alone(name: str) -> N
     assert not torch.equal(
         a.model.model.language_model.embed_tokens.weight, c.model.model.language_model.embed_tokens.weight
     )
-
-
-def test_tokens_per_frame_comes_from_the_config() -> None:
-    assert create_backend("tiny-video-llava").tokens_per_frame == 17  # (32/8)² patches + CLS
-    assert create_backend("tiny-video-llava", image_size=48, patch_size=8).tokens_per_frame == 37  # 36 + CLS
-    assert create_backend("tiny-llava-next-video").tokens_per_frame == 4  # 4×4 patches pooled by stride 2
 
 
 @pytest.mark.parametrize("name", ["tiny-video-llava", "tiny-llava-next-video"])
