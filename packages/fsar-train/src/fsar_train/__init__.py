@@ -64,7 +64,6 @@ from fsar_train._features import (
     class_anchors,
     hold_out_classes,
 )
-from fsar_train._io import WriteError, describe_os_error
 from fsar_train._layout import RunLayout
 from fsar_train._mllm import (
     CachedFeatures,
@@ -158,7 +157,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VideoRecord",
-    "WriteError",
     "apply_overrides",
     "backend_kwargs",
     "baseline_config",
@@ -172,7 +170,6 @@ __all__ = [
     "config_to_toml",
     "create_feature_source",
     "decode_frames",
-    "describe_os_error",
     "evaluate_methods",
     "evaluate_pretrained",
     "evaluate_run",

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fsar_features import atomic_path
 from fsar_train._config import ExperimentConfig
 from fsar_train._features import TensorFeatures
-from fsar_train._io import atomic_path
 from fsar_train._progress import make_progress
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit

@@ -56,13 +56,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fsar_features import ExtractionConfig, FeatureExtractor
+from fsar_features import ExtractionConfig, FeatureExtractor, atomic_path
 from fsar_features.backends import HFVideoBackend, build_word_tokenizer
 from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, Preprocessing, seeded_init
 from fsar_features.backends.video_llava import FAMILY, tiny_video_llava_config, video_llava_tokens_per_frame
 from fsar_prompts import RenderedPrompt, TemplateSet, list_roles, load_templates, render_prompt, scenario_for
 from fsar_train._config import ExperimentConfig, PretrainConfig, config_to_toml
-from fsar_train._io import atomic_path
 from fsar_train._progress import make_progress
 from fsar_train._synthetic import BEHAVIOURS, DIRECTIONS, MANNERS, generate_synthetic_actions
 
