@@ -267,7 +267,7 @@ def pretrain(
     pretrain.json records the exact command, seed and held-out metrics.
     """
     from fsar_train import pretrain_video_llava
-    from fsar_train._pretrain import pretrain_table
+    from fsar_train import pretrain_table
 
     config, _ = _config_from(ctx, preset=preset, set=set_)
     command = "uv run apps/train " + " ".join(sys.argv[1:]) if sys.argv[1:] else "uv run apps/train pretrain"

@@ -80,6 +80,7 @@ from fsar_train._pretrain import (
     PretrainResult,
     evaluate_pretrained,
     list_pretrain_tasks,
+    pretrain_table,
     pretrain_video_llava,
     read_pretrain_rows,
 )
@@ -200,6 +201,7 @@ __all__ = [
     "plot_confusion",
     "plot_training_curves",
     "prepare_run_dir",
+    "pretrain_table",
     "pretrain_video_llava",
     "read_class_names",
     "read_csv_split",
