@@ -9,7 +9,7 @@ import lancedb
 import pytest
 
 from fsar_apps.store import PrototypeStore
-from fsar_train import WriteError
+from fsar_features import WriteError
 
 #: What Lance raised on a real 300 KiB tmpfs that filled during an add (lancedb 0.40, lance 13).
 LANCE_FULL = (

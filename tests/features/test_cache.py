@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import fsar_features._atomic as atomic_module
 import fsar_features._cache as cache_module
 from fsar_features import (
-    CacheDiskFullError,
     ExtractionConfig,
     FeatureBackend,
     FeatureCache,
     FeatureRecipe,
     VideoFeatures,
     VideoItem,
+    WriteError,
     extract_features,
     shard_of,
 )
@@ -494,7 +495,7 @@ def _full_disk_open(code: int, target: str):
 
 
 @pytest.mark.parametrize(
-    ("code", "words"), [(errno.ENOSPC, "no space left on device"), (errno.EDQUOT, "disk quota exceeded")]
+    ("code", "words"), [(errno.ENOSPC, "no space left on the device"), (errno.EDQUOT, "the disk quota is exceeded")]
 )
 @pytest.mark.parametrize("target", [".safetensors.tmp-", ".json.tmp-"])
 def test_a_full_disk_names_the_file_leaves_no_temp_file_and_keeps_committed_entries(
@@ -503,17 +504,17 @@ def test_a_full_disk_names_the_file_leaves_no_temp_file_and_keeps_committed_entr
     cache = _build(tmp_path, n_videos=2)
     writer = cache.writer("late", videos_per_shard=10)
     writer.add(_small_features("new", 9), "/videos/new.mp4")
-    monkeypatch.setattr(cache_module, "open", _full_disk_open(code, target), raising=False)
-    with pytest.raises(CacheDiskFullError) as caught:
+    monkeypatch.setattr(atomic_module, "open", _full_disk_open(code, target), raising=False)
+    with pytest.raises(WriteError) as caught:
         writer.flush()
-    monkeypatch.delattr(cache_module, "open")
+    monkeypatch.delattr(atomic_module, "open")
     error = caught.value
     written = tmp_path / ("shards/late-000000.safetensors" if "safetensors" in target else "manifest/late-000000.json")
     assert isinstance(error, OSError)
     assert error.errno == code
     assert error.filename == str(written)
-    assert str(error).startswith(f"{words} while writing {written} (")
-    assert "MiB free there now" in str(error)
+    assert str(error).startswith(f"cannot write {written}: {words} (")
+    assert "MiB free); free some space and run the same command again" in str(error)
     assert "\n" not in str(error)
     assert not list(tmp_path.rglob("*.tmp-*"))
     reopened = FeatureCache.open(tmp_path)
@@ -528,11 +529,12 @@ def test_extract_on_a_full_disk_exits_1_with_one_sentence_naming_the_file(
 ) -> None:
     folder = tmp_path / "videos"
     make_video(folder / "jumping" / "clip0.mp4", n_frames=12)
-    monkeypatch.setattr(cache_module, "open", _full_disk_open(errno.ENOSPC, ".safetensors.tmp-"), raising=False)
+    monkeypatch.setattr(atomic_module, "open", _full_disk_open(errno.ENOSPC, ".safetensors.tmp-"), raising=False)
     assert main(["extract", str(folder), str(tmp_path / "cache"), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith(f"fsar-features: error: no space left on device while writing {tmp_path / 'cache'}/")
+    assert err[0].startswith(f"fsar-features: error: cannot write {tmp_path / 'cache'}/")
+    assert "no space left on the device" in err[0]
     assert "run folder" not in err[0]
 
 

@@ -1,5 +1,5 @@
 """File-system faults while writing (full disk, read-only folder, no permission): one sentence naming
-the file, the temporary file removed, the old content kept (fsar_train._io)."""
+the file, the temporary file removed, the old content kept (fsar_features._atomic, the one write helper)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import fsar_train._io as io_module
-from fsar_train import WriteError, describe_os_error
-from fsar_train._io import atomic_path, atomic_write_json, atomic_write_text
+import fsar_features._atomic as io_module
+from fsar_features import WriteError, atomic_path, atomic_write_json, atomic_write_text, describe_os_error
 
 
 def _no_temp_files(folder: Path) -> bool:
@@ -23,7 +22,7 @@ def _no_temp_files(folder: Path) -> bool:
 @pytest.mark.parametrize(
     ("code", "says"),
     [
-        (errno.ENOSPC, "no space left on the device; free some space and run the same command again"),
+        (errno.ENOSPC, "no space left on the device ("),
         (errno.EDQUOT, "the disk quota is exceeded"),
         (errno.EROFS, "the file system is read-only; choose a writable folder"),
         (errno.EACCES, "permission denied"),
@@ -47,13 +46,21 @@ def test_a_refused_replace_names_the_file_keeps_the_old_content_and_leaves_no_te
 
 
 def test_a_full_disk_while_the_bytes_are_written_is_named(tmp_path, monkeypatch):
-    real_write = Path.write_bytes
+    class _Full:
+        def __init__(self, f) -> None:
+            self._f = f
 
-    def full(self, data):
-        real_write(self, data[:3])
-        raise OSError(errno.ENOSPC, "No space left on device")
+        def __enter__(self):
+            return self
 
-    monkeypatch.setattr(Path, "write_bytes", full)
+        def __exit__(self, *exc) -> None:
+            self._f.close()
+
+        def write(self, data: bytes) -> int:
+            self._f.write(data[:3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_module, "open", lambda file, mode="r": _Full(open(file, mode)), raising=False)  # noqa: SIM115
     with pytest.raises(WriteError, match=rf"^cannot write {tmp_path / 'config.toml'}: no space left on the device"):
         atomic_write_text(tmp_path / "config.toml", "a = 1\n")
     assert not (tmp_path / "config.toml").exists()

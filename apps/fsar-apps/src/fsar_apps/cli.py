@@ -266,8 +266,7 @@ def pretrain(
     The shipped `builtin:tiny-video-llava-synthetic-actions` was made by this command; its folder's
     pretrain.json records the exact command, seed and held-out metrics.
     """
-    from fsar_train import pretrain_video_llava
-    from fsar_train._pretrain import pretrain_table
+    from fsar_train import pretrain_table, pretrain_video_llava
 
     config, _ = _config_from(ctx, preset=preset, set=set_)
     command = "uv run apps/train " + " ".join(sys.argv[1:]) if sys.argv[1:] else "uv run apps/train pretrain"
@@ -342,7 +341,7 @@ def compare(
     title = "test accuracy (%), mean ± 95% CI over each run's test episodes"
     console.print(comparison_table(loaded, diffs, title, replicated))
     if markdown is not None:
-        from fsar_train._io import atomic_write_text
+        from fsar_features import atomic_write_text
 
         atomic_write_text(markdown, comparison_markdown(loaded, diffs, replicated))
         console.print(f"markdown: {markdown}")
@@ -410,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[red]error:[/red] {err.strerror or err}: {err.filename or ''}".rstrip(": "))
         return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback
-        from fsar_train import describe_os_error
+        from fsar_features import describe_os_error
 
         message = describe_os_error(err)
         if message is None:

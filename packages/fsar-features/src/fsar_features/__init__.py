@@ -21,10 +21,17 @@ Example:
 """
 
 from fsar_features import backends as _backends  # registers the backends
+from fsar_features._atomic import (
+    WriteError,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    describe_os_error,
+)
 from fsar_features._cache import (
     STALE_AFTER_S,
     STORAGE_DTYPES,
-    CacheDiskFullError,
     CacheEntry,
     CacheFailure,
     CacheProblem,
@@ -76,7 +83,6 @@ __all__ = [
     "STALE_AFTER_S",
     "STORAGE_DTYPES",
     "BackendOutput",
-    "CacheDiskFullError",
     "CacheEntry",
     "CacheFailure",
     "CacheProblem",
@@ -93,8 +99,14 @@ __all__ = [
     "VideoItem",
     "VideoReadError",
     "VisualPoolingContext",
+    "WriteError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
     "backend_for_model",
     "create_backend",
+    "describe_os_error",
     "extract_features",
     "find_video_span",
     "label_char_spans",

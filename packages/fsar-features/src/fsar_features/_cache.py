@@ -34,8 +34,8 @@ Debris: starting a writer (``FeatureCache.writer``) deletes temporary files and 
 that have not been modified for ``STALE_AFTER_S`` (an hour): a live writer renames its temporary
 file within seconds of writing it, so only files of dead writers are that old; ``clean()``
 deletes all debris at once but must run only when no writer is active. A write that fills the disk
-(``ENOSPC``/``EDQUOT``) removes its temporary file and raises ``CacheDiskFullError`` naming the
-file; everything committed before stays readable.
+(``ENOSPC``/``EDQUOT``) removes its temporary file and raises ``WriteError`` (from ``_atomic``, the
+one write helper) naming the file and the free space; everything committed before stays readable.
 
 Reading ``visual(ids)`` / ``text(ids, role)`` returns stacked tensors, memory-mapped through
 safetensors ``safe_open`` (only the requested rows are read).
@@ -47,12 +47,10 @@ Widths: text vectors are D_in wide (``recipe.dim``, the decoder width); visual f
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
 import os
-import shutil
 import struct
 import time
 from collections.abc import Iterable, Sequence
@@ -65,12 +63,12 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
+from fsar_features._atomic import TEMP_GLOB, atomic_write_bytes, create_exclusive
 from fsar_features._decode import VideoFeatures
 
 __all__ = [
     "STALE_AFTER_S",
     "STORAGE_DTYPES",
-    "CacheDiskFullError",
     "CacheEntry",
     "CacheFailure",
     "CacheProblem",
@@ -91,7 +89,6 @@ _TEXT_PREFIX = "text."
 #: Debris (temporary files, uncommitted shards) unmodified for this many seconds belongs to a dead
 #: writer: a live one renames its temporary file right after writing it. Starting a writer deletes it.
 STALE_AFTER_S = 3600.0
-_TEMP_GLOB = ".*.tmp-*"
 
 
 @dataclass(frozen=True)
@@ -286,84 +283,6 @@ class CacheProblem:
         return f"damaged shard {self.path}: {self.problem}{note}"
 
 
-class CacheDiskFullError(OSError):
-    """The disk (or quota) filled while writing a cache file; nothing committed before is lost.
-
-    ``errno`` is ``ENOSPC`` or ``EDQUOT`` and ``filename`` the file being written, so callers that
-    handle ``OSError`` by errno keep working; ``str()`` is one sentence naming the file.
-    """
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def _disk_full(path: Path, error: OSError) -> CacheDiskFullError:
-    """The one-sentence error for a write of ``path`` that ran out of space."""
-    try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there now"
-    except OSError:  # pragma: no cover - the folder vanished
-        free = "free space unknown"
-    what = "disk quota exceeded" if error.errno == getattr(errno, "EDQUOT", None) else "no space left on device"
-    message = f"{what} while writing {path} ({free}); free space in {path.parent} and run again to resume"
-    return CacheDiskFullError(error.errno, message, str(path))
-
-
-def _is_disk_full(error: OSError) -> bool:
-    return error.errno in {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, fsync-ed; return its name.
-
-    A failed write removes the temporary file.
-
-    Raises:
-        CacheDiskFullError: the disk or quota filled (the message names ``path``).
-        OSError: any other failed write.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and _is_disk_full(error):
-            raise _disk_full(path, error) from error
-        raise
-    return tmp
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, ``os.replace``, fsync folder).
-
-    Raises:
-        CacheDiskFullError: the disk or quota filled; ``path`` is unchanged and no temporary file is left.
-        OSError: any other failed write.
-    """
-    tmp = _write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        if _is_disk_full(error):
-            raise _disk_full(path, error) from error
-        raise
-    _fsync_dir(path.parent)
-
-
 def _safetensors_damage(path: Path, size: int) -> str | None:
     """Why the safetensors file ``path`` of ``size`` bytes is not whole, or None when its header adds up.
 
@@ -406,23 +325,6 @@ class _ShardRecord:
     videos: dict[str, int]  # video id → generation
     failed: tuple[str, ...] = ()  # video ids of the failures the fragment records
     damage: str | None = None
-
-
-def _create_exclusive(path: Path, data: bytes) -> bool:
-    """Create ``path`` with ``data`` unless it exists; atomic (link of an fsync-ed temp file).
-
-    Returns:
-        True when this call created it.
-    """
-    tmp = _write_temp(path, data)
-    try:
-        os.link(tmp, path)
-        _fsync_dir(path.parent)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _recipe_diff(a: FeatureRecipe, b: FeatureRecipe) -> str:
@@ -479,7 +381,7 @@ class FeatureCache:
         for sub in ("shards", "manifest"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         data = (json.dumps(recipe.to_json(), indent=2, sort_keys=True) + "\n").encode()
-        if not _create_exclusive(root / "recipe.json", data):
+        if not create_exclusive(root / "recipe.json", data):
             existing = FeatureRecipe.from_json(json.loads((root / "recipe.json").read_text()))
             if existing != recipe:
                 raise ValueError(
@@ -801,7 +703,7 @@ class FeatureCache:
             removed.append(path)
 
         for folder in (self.root / "shards", self.root / "manifest", self.root):
-            for path in folder.glob(_TEMP_GLOB):
+            for path in folder.glob(TEMP_GLOB):
                 remove(path)
         for path in (self.root / "shards").glob("*.safetensors"):
             if f"shards/{path.name}" not in committed:
@@ -909,8 +811,9 @@ class CacheWriter:
         """Commit buffered features and failures: shard first, then its manifest fragment.
 
         Raises:
-            CacheDiskFullError: the disk or quota filled; the buffer is kept (a later flush retries),
-                no temporary file is left, and everything committed before stays readable.
+            WriteError: the file system refused the write (a full disk or quota names the file and the
+                free space); the buffer is kept (a later flush retries), no temporary file is left,
+                and everything committed before stays readable.
             ValueError: features beyond the storage dtype's range.
         """
         if not self._buffer and not self._failures:
@@ -922,7 +825,7 @@ class CacheWriter:
             tensors, entries = self._tensors()
             shard = f"shards/{name}.safetensors"
             data = save_safetensors(tensors, metadata={"recipe": self.cache.recipe.hash, "writer": self.writer_id})
-            atomic_write(self.cache.root / shard, data)
+            atomic_write_bytes(self.cache.root / shard, data, durable=True)
         fragment = {
             "format": FORMAT_VERSION,
             "recipe": self.cache.recipe.hash,
@@ -935,7 +838,8 @@ class CacheWriter:
         if shard is not None:
             fragment["shard_bytes"] = len(data)
             fragment["shard_sha256"] = hashlib.sha256(data).hexdigest()
-        atomic_write(self.cache.root / "manifest" / f"{name}.json", (json.dumps(fragment) + "\n").encode())
+        fragment_bytes = (json.dumps(fragment) + "\n").encode()
+        atomic_write_bytes(self.cache.root / "manifest" / f"{name}.json", fragment_bytes, durable=True)
         self.committed += len(entries)
         self._seq += 1
         self._buffer, self._failures = [], []

@@ -20,7 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsar_features._cache import STORAGE_DTYPES, CacheDiskFullError, FeatureCache
+from fsar_features._atomic import WriteError
+from fsar_features._cache import STORAGE_DTYPES, FeatureCache
 from fsar_features._decode import list_text_poolings, list_visual_poolings
 from fsar_features._extract import ROLES, ExtractionConfig, VideoItem, extract_features
 from fsar_features._registry import list_backends
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             backend_kwargs=backend_kwargs,
         )
-    except CacheDiskFullError as error:
+    except WriteError as error:  # a full disk, a read-only folder: committed work is kept, a rerun resumes
         print(f"fsar-features: error: {error}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as error:

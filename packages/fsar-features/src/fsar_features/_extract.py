@@ -620,8 +620,8 @@ def extract_features(
 
     Raises:
         ValueError: repeated video ids, a bad shard, or a cache with another recipe.
-        CacheDiskFullError: the disk filled while committing (an ``OSError`` naming the file); what
-            was committed before stays, and a rerun resumes.
+        WriteError: the file system refused a write while committing (a full disk: an ``OSError``
+            naming the file and the free space); what was committed before stays, and a rerun resumes.
 
     Example:
         >>> summary = extract_features([("v1", "v1.mp4", "jump")], "cache/", progress=False)  # doctest: +SKIP

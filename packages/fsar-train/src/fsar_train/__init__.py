@@ -64,7 +64,6 @@ from fsar_train._features import (
     class_anchors,
     hold_out_classes,
 )
-from fsar_train._io import WriteError, describe_os_error
 from fsar_train._layout import RunLayout
 from fsar_train._mllm import (
     CachedFeatures,
@@ -81,6 +80,7 @@ from fsar_train._pretrain import (
     PretrainResult,
     evaluate_pretrained,
     list_pretrain_tasks,
+    pretrain_table,
     pretrain_video_llava,
     read_pretrain_rows,
 )
@@ -158,7 +158,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VideoRecord",
-    "WriteError",
     "apply_overrides",
     "backend_kwargs",
     "baseline_config",
@@ -172,7 +171,6 @@ __all__ = [
     "config_to_toml",
     "create_feature_source",
     "decode_frames",
-    "describe_os_error",
     "evaluate_methods",
     "evaluate_pretrained",
     "evaluate_run",
@@ -203,6 +201,7 @@ __all__ = [
     "plot_confusion",
     "plot_training_curves",
     "prepare_run_dir",
+    "pretrain_table",
     "pretrain_video_llava",
     "read_class_names",
     "read_csv_split",

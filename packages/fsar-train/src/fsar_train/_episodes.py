@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsar_train._io import atomic_write_json
+from fsar_features import atomic_write_json
 
 __all__ = ["EpisodeIndices", "EpisodeList", "EpisodeSampler", "video_list_hash"]
 

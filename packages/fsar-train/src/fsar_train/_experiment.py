@@ -33,6 +33,7 @@ from typing import Any
 
 from torch import nn
 
+from fsar_features import atomic_write_json
 from fsar_metric import FSARLLaVA, ablation, create_metric
 from fsar_train._config import (
     COSMETIC_KEYS,
@@ -46,7 +47,6 @@ from fsar_train._datasets import load_splits
 from fsar_train._episodes import EpisodeList
 from fsar_train._evaluate import MethodResult, evaluate_methods
 from fsar_train._features import FeatureSource
-from fsar_train._io import atomic_write_json
 from fsar_train._layout import RunLayout
 from fsar_train._plots import plot_accuracy_vs_shots, plot_confusion, plot_training_curves
 from fsar_train._sources import create_feature_source

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fsar_features import read_frames, sample_indices
+from fsar_features import atomic_path, read_frames, sample_indices
 from fsar_train._config import ExperimentConfig
 from fsar_train._features import TensorFeatures
-from fsar_train._io import atomic_path
 from fsar_train._progress import make_progress
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from fsar_features import atomic_path
 from fsar_train._evaluate import MethodResult
-from fsar_train._io import atomic_path
 
 __all__ = ["plot_accuracy_vs_shots", "plot_confusion", "plot_training_curves"]
 

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fsar_features import ExtractionConfig, FeatureExtractor
+from fsar_features import ExtractionConfig, FeatureExtractor, atomic_path
 from fsar_features.backends import (
     CLIP_MEAN,
     CLIP_STD,
@@ -68,7 +68,6 @@ from fsar_features.backends import (
 )
 from fsar_prompts import RenderedPrompt, TemplateSet, list_roles, load_templates, render_prompt, scenario_for
 from fsar_train._config import ExperimentConfig, PretrainConfig, config_to_toml
-from fsar_train._io import atomic_path
 from fsar_train._progress import make_progress
 from fsar_train._schedule import lr_factor
 from fsar_train._synthetic import BEHAVIOURS, DIRECTIONS, MANNERS, generate_synthetic_actions

@@ -38,7 +38,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from fsar_train._io import atomic_write_text
+from fsar_features import atomic_write_text
 
 __all__ = [
     "DatasetSplit",

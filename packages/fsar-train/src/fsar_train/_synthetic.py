@@ -51,8 +51,8 @@ from typing import Any
 import av
 import numpy as np
 
+from fsar_features import atomic_path, atomic_write_json, atomic_write_text
 from fsar_train._config import SyntheticConfig
-from fsar_train._io import atomic_path, atomic_write_json, atomic_write_text
 from fsar_train._progress import make_progress
 from fsar_train._yuv import rgb_to_yuv420p
 

@@ -36,12 +36,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fsar_features import atomic_path, atomic_write_json, atomic_write_text
 from fsar_metric import Episode, create_metric, episode_losses, get_metric_class
 from fsar_train._config import COSMETIC_KEYS, ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
 from fsar_train._episodes import EpisodeList, EpisodeSampler
 from fsar_train._evaluate import mean_ci, run_episodes
 from fsar_train._features import FeatureSource, build_episode, class_anchors, hold_out_classes
-from fsar_train._io import atomic_path, atomic_write_json, atomic_write_text
 from fsar_train._progress import make_progress
 from fsar_train._schedule import lr_factor
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
+from fsar_features import describe_os_error
 from fsar_train._config import (
     ExperimentConfig,
     apply_overrides,
@@ -43,7 +44,6 @@ from fsar_train._config import (
 )
 from fsar_train._evaluate import results_table
 from fsar_train._experiment import evaluate_run, run_experiment
-from fsar_train._io import describe_os_error
 from fsar_train._pretrain import pretrain_table, pretrain_video_llava
 from fsar_train._synthetic import generate_synthetic_actions
 

@@ -76,7 +76,7 @@ def _writing(uri: str) -> Iterator[None]:
         if code is None:
             raise
         # Imported only on a fault: fsar_train pulls in transformers (seconds) and a store needs none.
-        from fsar_train import WriteError, describe_os_error
+        from fsar_features import WriteError, describe_os_error
 
         message = describe_os_error(OSError(code, os.strerror(code)), f"the store {uri}")
         if message is None or isinstance(err, WriteError):

@@ -1,0 +1,42 @@
+"""The project's error types: what fsar raises on purpose, for the person at the keyboard.
+
+Every error an fsar package raises deliberately (a bad value, a missing file, a damaged checkpoint,
+a store made with another recipe) derives from ``FsarError``; its message is one sentence that
+names what is wrong and what to do. The command lines print an ``FsarError`` as that sentence and
+exit 2; any other exception is a bug and surfaces with its traceback. The concrete classes also
+derive from the built-in a caller would expect (``ValueError``, ``FileNotFoundError``, ...), so
+``except ValueError`` keeps working.
+
+fsar-metric holds them because it is the package every other package may import (fsar-prompts,
+which imports no sibling, raises ``fsar_prompts.PromptError``; the packages that call it turn that
+into an ``InputError`` where they pass it a user's value).
+
+Example:
+    >>> from fsar_metric.errors import FsarError, InputError
+    >>> try:
+    ...     raise InputError("train.lr must be > 0, got -1.0")
+    ... except ValueError as err:
+    ...     isinstance(err, FsarError), str(err)
+    (True, 'train.lr must be > 0, got -1.0')
+"""
+
+from __future__ import annotations
+
+__all__ = ["FsarError", "InputError", "MissingFileError"]
+
+
+class FsarError(Exception):
+    """Base of every error fsar raises on purpose; ``str()`` is one sentence for the user."""
+
+
+class InputError(FsarError, ValueError):
+    """A value the caller gave is not acceptable: a config option, an argument, a tensor's shape, a
+    file's content. The message names the value, what was expected and, where it helps, the fix."""
+
+
+class MissingFileError(FsarError, FileNotFoundError):
+    """A file or folder the caller named does not exist (``filename`` is set when known)."""
+
+    def __str__(self) -> str:
+        # FileNotFoundError(errno, strerror, filename) prints "[Errno 2] ..."; ours is the sentence.
+        return str(self.strerror) if self.strerror else super().__str__()
