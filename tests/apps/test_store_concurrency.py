@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 
 from fsar_apps.store import PrototypeStore, StoreMismatchError, StoreRecipe
+from fsar_features import FeatureRecipe
 
 DIM, N_FRAMES = 16, 4
 N_WORKERS = 4
@@ -79,8 +80,15 @@ print(json.dumps(outcomes))
 """
 
 
+FEATURES = FeatureRecipe(
+    backend="tiny-video-llava", model_id="tiny-video-llava", family="video-llava", dim=32, n_layers=2, layers=(2,),
+    visual_pooling="mean", text_pooling="last", n_frames=N_FRAMES, sampling="uniform", sampling_seed=None,
+    frame_size=32, crop_size=32, scenario="generic", roles=("query", "support"),
+)  # fmt: skip
+
+
 def _recipe(head: str, dim: int = DIM) -> StoreRecipe:
-    return StoreRecipe({"model": "tiny-video-llava", "layer": -1}, head_hash=head, dim=dim, n_frames=N_FRAMES)
+    return StoreRecipe(FEATURES, head_hash=head, dim=dim, n_frames=N_FRAMES)
 
 
 #: Worker w's recipe in a race of different recipes (worker 3's has another width too).
