@@ -72,11 +72,13 @@ def test_a_width_the_rule_does_not_give_is_kept_as_an_override_and_written_to_js
     assert odd != FeatureRecipe.from_json(FIRST_FORMAT)
 
 
-def test_a_pooling_without_a_width_rule_needs_an_explicit_visual_dim() -> None:
-    with pytest.raises(ValueError, match=r"visual pooling 'unregistered' has no width rule.*explicit visual_dim"):
-        FeatureRecipe.from_json({**FIRST_FORMAT, "visual_pooling": "unregistered"})
+def test_a_pooling_without_a_width_rule_reads_a_missing_visual_dim_as_d_in() -> None:
+    # A cache of a pooling registered by code this process has not imported still opens, as before.
+    unregistered = FeatureRecipe.from_json({**FIRST_FORMAT, "visual_pooling": "unregistered"})
+    assert (unregistered.visual_dim, unregistered.visual_dim_override) == (64, None)
+    assert "visual_dim" not in unregistered.to_json()
     explicit = FeatureRecipe.from_json({**FIRST_FORMAT, "visual_pooling": "unregistered", "visual_dim": 7})
-    assert explicit.visual_dim == 7
+    assert (explicit.visual_dim, explicit.to_json()["visual_dim"]) == (7, 7)
     with pytest.raises(ValueError, match=r"visual_dim must be an int \(D_v\), got '7'"):
         FeatureRecipe.from_json({**FIRST_FORMAT, "visual_dim": "7"})
 

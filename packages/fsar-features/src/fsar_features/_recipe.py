@@ -90,10 +90,10 @@ class FeatureRecipe:
         storage_dtype: ``float16`` (default), ``bfloat16`` or ``float32``.
         reuse_prefix_cache: True when the text passes reused the key/value cache of prefix + video.
         format_version: the cache layout version.
-        visual_dim_override: D_v when the visual pooling's width rule does not give it (a pooling
-            registered without one), else None; one equal to the derived width is stored as None,
-            so ``visual_dim`` follows ``dim`` and ``visual_pooling`` through ``dataclasses.replace``.
-            ``recipe.json`` calls it ``visual_dim``.
+        visual_dim_override: D_v when the visual pooling's width rule does not give it, else None
+            (one equal to the derived width is stored as None), so ``visual_dim`` follows ``dim``
+            and ``visual_pooling`` through ``dataclasses.replace``. A pooling without a width rule
+            derives D_in. ``recipe.json`` calls it ``visual_dim``.
         support_text_pooling: the support role's own text pooling, or None (``text_pooling``); one
             equal to ``text_pooling`` is stored as None, so equal features give equal recipes.
         query_text_pooling: the query role's own text pooling, or None (``text_pooling``); likewise.
@@ -130,25 +130,22 @@ class FeatureRecipe:
         if self.visual_dim_override is not None:
             if isinstance(self.visual_dim_override, bool) or not isinstance(self.visual_dim_override, int):
                 raise ValueError(f"visual_dim must be an int (D_v), got {self.visual_dim_override!r}")
-            if self.visual_dim_override == visual_width(self.visual_pooling, self.dim):
+            if self.visual_dim_override == self._derived_visual_dim():
                 object.__setattr__(self, "visual_dim_override", None)
-        elif visual_width(self.visual_pooling, self.dim) is None:
-            raise ValueError(
-                f"the visual pooling {self.visual_pooling!r} has no width rule (register it with "
-                f"fsar_features.register_visual_pooling), so this recipe needs an explicit visual_dim"
-            )
         for name in ("support_text_pooling", "query_text_pooling"):
             if getattr(self, name) == self.text_pooling:
                 object.__setattr__(self, name, None)
 
+    def _derived_visual_dim(self) -> int:
+        """D_v by the pooling's width rule; D_in for a pooling without one (not registered in this
+        process), as ``recipe.json`` has always read a missing ``visual_dim``."""
+        width = visual_width(self.visual_pooling, self.dim)
+        return self.dim if width is None else width
+
     @property
     def visual_dim(self) -> int:
         """D_v, the width of every visual frame vector: the override, else the pooling's width rule."""
-        if self.visual_dim_override is not None:
-            return self.visual_dim_override
-        width = visual_width(self.visual_pooling, self.dim)
-        assert width is not None  # guaranteed by __post_init__
-        return width
+        return self.visual_dim_override if self.visual_dim_override is not None else self._derived_visual_dim()
 
     @property
     def text_dim(self) -> int:
