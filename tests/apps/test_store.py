@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from fsar_apps.store import (
     encode_query,
     head_fingerprint,
 )
-from fsar_metric import FSARLLaVA
+from fsar_metric import FSARLLaVA, MPMMConfig
 
 DIM, N_FRAMES = 16, 4
 
@@ -98,9 +99,10 @@ def test_names_with_quotes_survive_filters(store, prototypes):
     assert [a.action for a in store.list()] == ["o'clock"]
 
 
-def test_a_store_refuses_another_recipe_naming_both(tmp_path, recipe, prototypes):
+def test_a_store_refuses_another_recipe_naming_both(tmp_path, recipe, feature_recipe, prototypes):
     PrototypeStore.open(tmp_path / "s", recipe)
-    other = StoreRecipe({"model": "video-llava-7b"}, head_hash="head-b", dim=DIM, n_frames=N_FRAMES)
+    features = dataclasses.replace(feature_recipe, model_id="video-llava-7b")
+    other = StoreRecipe(features, head_hash="head-b", dim=DIM, n_frames=N_FRAMES)
     with pytest.raises(
         StoreMismatchError, match=r"holds prototypes of model=tiny-video-llava, head=head-a.*not model=video-llava-7b"
     ):
@@ -228,14 +230,17 @@ def _head(**fields) -> FSARLLaVA:
     return FSARLLaVA(in_dim=12, dim=DIM, n_heads=2, n_frames=N_FRAMES, **fields).eval()
 
 
-def test_store_classification_agrees_with_episodic_evaluation(tmp_path):
-    head = _head()
+def test_store_classification_agrees_with_episodic_evaluation(tmp_path, feature_recipe):
+    # MPMM settings other than the defaults: a query without ``mpmm`` must match with the recipe's.
+    head = _head(mpmm=MPMMConfig(cues=("visual", "text", "cross"), tau=0.2, confidence="entropy"))
     gen = torch.Generator().manual_seed(5)
     support = torch.randn(5, 2, N_FRAMES, 12, generator=gen)
     support_text = torch.randn(5, 2, 12, generator=gen)
     query = torch.randn(7, N_FRAMES, 12, generator=gen)
     query_text = torch.randn(7, 12, generator=gen)
-    recipe = StoreRecipe({"model": "m"}, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES)
+    recipe = StoreRecipe(
+        feature_recipe, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES, mpmm=head.config.mpmm
+    )
     store = PrototypeStore.open(tmp_path / "s", recipe)
     store.add_many([(f"c{c}", *action_prototype(head, support[c], support_text[c]), ["a", "b"]) for c in range(5)])
     with torch.no_grad():
@@ -269,7 +274,7 @@ def test_the_head_fingerprint_changes_with_the_weights():
     assert head_fingerprint(head) != before
 
 
-def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
+def test_the_open_set_threshold_is_calibrated_on_meta_val_classes(feature_recipe):
     from fsar_apps.store import TrainedRun, calibrate_unknown_threshold
     from fsar_train import TensorFeatures
 
@@ -282,7 +287,9 @@ def test_the_open_set_threshold_is_calibrated_on_meta_val_classes():
     visual = torch.stack([class_visual[c] + 0.05 * torch.randn(N_FRAMES, 12, generator=gen) for c in labels])
     text = torch.stack([class_text[c] + 0.05 * torch.randn(12, generator=gen) for c in labels])
     val = TensorFeatures(visual, labels, support_text=text, query_text=text)
-    recipe = StoreRecipe({"model": "m"}, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES)
+    recipe = StoreRecipe(
+        feature_recipe, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES, mpmm=head.config.mpmm
+    )
     threshold = calibrate_unknown_threshold(TrainedRun(None, head, recipe, None), val, shots=3)
     assert threshold is not None
     assert math.isfinite(threshold)  # a confidence log(M · p), not a probability

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 
 from fsar_apps.store import PrototypeStore, StoreMismatchError, StoreRecipe
+from fsar_features import FeatureRecipe
 
 DIM, N_FRAMES = 16, 4
 N_WORKERS = 4
@@ -30,16 +31,22 @@ BUCKET = "fsar-store"
 # One worker: runs job["steps"] in order, waiting at the barrier before each; prints one JSON
 # outcome per step. An "add" step opens the store before the barrier, so only the write races.
 _WORKER = """
-import json, sys, time
+import importlib.util, json, sys, time
 from pathlib import Path
 import types
 import torch
 import fsar_apps
 
-# The store modules without the package's re-exports (they import transformers: 3 s instead of 10).
+# The store modules without the packages' re-exports (they import transformers: 3 s instead of 10):
+# fsar_apps.store, and of fsar_features only the recipe and the pooling registry it reads widths from.
 package = types.ModuleType("fsar_apps.store")
 package.__path__ = [str(Path(fsar_apps.__file__).parent / "store")]
 sys.modules["fsar_apps.store"] = package
+features = types.ModuleType("fsar_features")
+features.__path__ = list(importlib.util.find_spec("fsar_features").submodule_search_locations)
+sys.modules["fsar_features"] = features
+import fsar_features._decode
+features.FeatureRecipe = fsar_features._recipe.FeatureRecipe
 from fsar_apps.store._schema import StoreRecipe
 from fsar_apps.store._store import PrototypeStore, StoreMismatchError
 
@@ -79,8 +86,15 @@ print(json.dumps(outcomes))
 """
 
 
+FEATURES = FeatureRecipe(
+    backend="tiny-video-llava", model_id="tiny-video-llava", family="video-llava", dim=32, n_layers=2, layers=(2,),
+    visual_pooling="mean", text_pooling="last", n_frames=N_FRAMES, sampling="uniform", sampling_seed=None,
+    frame_size=32, crop_size=32, scenario="generic", roles=("query", "support"),
+)  # fmt: skip
+
+
 def _recipe(head: str, dim: int = DIM) -> StoreRecipe:
-    return StoreRecipe({"model": "tiny-video-llava", "layer": -1}, head_hash=head, dim=dim, n_frames=N_FRAMES)
+    return StoreRecipe(FEATURES, head_hash=head, dim=dim, n_frames=N_FRAMES)
 
 
 #: Worker w's recipe in a race of different recipes (worker 3's has another width too).

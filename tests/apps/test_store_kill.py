@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fsar_apps.store import PrototypeStore, StoreRecipe
+from fsar_features import FeatureRecipe
 
 DIM, N_FRAMES = 16, 4
 
@@ -63,7 +64,12 @@ def _check(uri: str, reported: list[str]) -> None:
 
 def _store(tmp_path) -> str:
     uri = str(tmp_path / "store")
-    PrototypeStore.open(uri, StoreRecipe({"model": "tiny"}, head_hash="h", dim=DIM, n_frames=N_FRAMES))
+    features = FeatureRecipe(
+        backend="tiny-video-llava", model_id="tiny", family="video-llava", dim=32, n_layers=2, layers=(2,),
+        visual_pooling="mean", text_pooling="last", n_frames=N_FRAMES, sampling="uniform", sampling_seed=None,
+        frame_size=32, crop_size=32, scenario="generic", roles=("query",),
+    )  # fmt: skip
+    PrototypeStore.open(uri, StoreRecipe(features, head_hash="h", dim=DIM, n_frames=N_FRAMES))
     return uri
 
 

@@ -111,6 +111,9 @@ def test_a_run_built_store_records_the_per_shot_head(per_shot_run, tmp_path):
     assert len(store) == 4
     assert {a.shots for a in store.list()} == {STORE_SHOTS}
     assert store.recipe == load_trained_run(run_dir).recipe  # `store add` / `query` load the same head
+    run = load_trained_run(run_dir)
+    assert store.recipe.feature_recipe == FeatureCache.open(root / "cache").recipe  # the cache's own recipe
+    assert store.recipe.mpmm == run.head.config.mpmm  # the head's MPMM settings: queries use them
     assert store.recipe.head_hash != load_trained_run(run_dir, shots=1).recipe.head_hash
 
 

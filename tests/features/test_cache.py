@@ -271,21 +271,15 @@ def test_reading_unknown_videos_or_roles_names_them(tmp_path: Path, video_items:
     assert len(cache) == 3
 
 
-def _features(
-    video_id: str, dim: int, scale: float = 1.0, *, seed: int = 0, layers: tuple[int, ...] = (32,)
-) -> VideoFeatures:
+def _features(video_id: str, recipe: FeatureRecipe, scale: float = 1.0, *, seed: int = 0) -> VideoFeatures:
     g = torch.Generator().manual_seed(seed)
     return VideoFeatures(
         video_id=video_id,
-        visual=scale * torch.randn(8, dim, generator=g),
-        text={"query": torch.randn(dim, generator=g), "support": torch.randn(dim, generator=g)},
+        visual=scale * torch.randn(recipe.n_frames, recipe.visual_dim, generator=g),
+        text={"query": torch.randn(recipe.dim, generator=g), "support": torch.randn(recipe.dim, generator=g)},
         prompt_ids={"query": "p-0", "support": "p-1"},
-        model_id="m",
-        layers=layers,
-        visual_pooling="mean",
-        text_pooling="last",
-        sampling="uniform",
-        frame_indices=tuple(range(8)),
+        recipe=recipe,
+        frame_indices=tuple(range(recipe.n_frames)),
         label="jump",
         n_source_frames=100,
     )
@@ -295,7 +289,7 @@ def test_a_cached_video_at_d4096_t8_with_two_texts_takes_under_100_kb_on_disk(tm
     cache = FeatureCache.create(tmp_path, _recipe())
     writer = cache.writer("w", videos_per_shard=64)
     for k in range(64):
-        writer.add(_features(f"v{k:03d}", 4096), f"/videos/v{k:03d}.mp4")
+        writer.add(_features(f"v{k:03d}", _recipe()), f"/videos/v{k:03d}.mp4")
     writer.flush()
     size = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
     assert size / 64 < 100_000, f"{size / 64:.0f} bytes per video"
@@ -303,10 +297,35 @@ def test_a_cached_video_at_d4096_t8_with_two_texts_takes_under_100_kb_on_disk(tm
 
 
 def test_features_beyond_float16_range_are_refused_not_stored_as_inf(tmp_path: Path) -> None:
-    writer = FeatureCache.create(tmp_path, _recipe(dim=16, visual_dim=16)).writer("w")
-    writer.add(_features("big", 16, scale=1e6), "big.mp4")
+    writer = FeatureCache.create(tmp_path, _recipe(dim=16)).writer("w")
+    writer.add(_features("big", _recipe(dim=16), scale=1e6), "big.mp4")
     with pytest.raises(ValueError, match=r"overflow float16.*use storage_dtype='bfloat16'"):
         writer.flush()
+
+
+def test_the_writer_refuses_features_of_another_recipe_naming_the_difference(tmp_path: Path) -> None:
+    writer = FeatureCache.create(tmp_path, _recipe(dim=16)).writer("w")
+    other = _recipe(dim=16, layers=(24,))
+    with pytest.raises(
+        ValueError, match=r"'v' was extracted with another recipe.*layers: \(32,\) \(cache\) vs \(24,\)"
+    ):
+        writer.add(_features("v", other), "v.mp4")
+    assert list(writer.pending()) == []
+    writer.add(_features("v", _recipe(dim=16)), "v.mp4")  # an equal recipe (another object) is the cache's
+    assert list(writer.pending()) == ["v"]
+
+
+def test_features_read_back_from_a_cache_carry_the_cache_recipe(tmp_path: Path) -> None:
+    recipe = _recipe(dim=16, support_text_pooling="mean")
+    writer = FeatureCache.create(tmp_path, recipe).writer("w")
+    written = _features("v", recipe)
+    writer.add(written, "v.mp4")
+    writer.flush()
+    read = FeatureCache.open(tmp_path).features("v")
+    assert read.recipe == recipe == written.recipe
+    assert read.text_poolings == {"query": "last", "support": "mean"}
+    assert (read.frame_indices, read.label, read.n_source_frames) == (written.frame_indices, "jump", 100)
+    torch.testing.assert_close(read.visual.float(), written.visual, rtol=1e-3, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- integrity
@@ -314,11 +333,11 @@ DIM = 16
 
 
 def _small_recipe() -> FeatureRecipe:
-    return _recipe(dim=DIM, visual_dim=DIM, n_layers=2, layers=(2,), frame_size=32, crop_size=32)
+    return _recipe(dim=DIM, n_layers=2, layers=(2,), frame_size=32, crop_size=32)
 
 
 def _small_features(video_id: str, seed: int) -> VideoFeatures:
-    return _features(video_id, DIM, seed=seed, layers=(2,))
+    return _features(video_id, _small_recipe(), seed=seed)
 
 
 def _build(root: Path, n_videos: int = 6, per_shard: int = 2) -> FeatureCache:

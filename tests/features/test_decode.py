@@ -68,7 +68,7 @@ def test_per_frame_and_text_features_equal_manual_slicing_of_hidden_states(
         torch.testing.assert_close(features.visual, video.mean(dim=1), **tol)
         torch.testing.assert_close(features.text[role], h[-1], **tol)
         assert last_video < h.shape[0] - 1
-    assert features.layers == (tiny_backend.n_layers,)
+    assert features.recipe.layers == (tiny_backend.n_layers,)
 
 
 def test_layer_mean_cls_and_text_mean_options_match_manual_slicing(tiny_backend: FeatureBackend, clip) -> None:
@@ -83,7 +83,7 @@ def test_layer_mean_cls_and_text_mean_options_match_manual_slicing(tiny_backend:
     after = h[int(mask.nonzero().max()) + 1 :]
     torch.testing.assert_close(features.visual, video[:, 0], atol=1e-6, rtol=0)
     torch.testing.assert_close(features.text["query"], after.mean(dim=0), atol=1e-6, rtol=0)
-    assert features.layers == (0, 2)
+    assert features.recipe.layers == (0, 2)
 
 
 def test_llava_next_video_features_equal_manual_slicing(make_video) -> None:
@@ -232,8 +232,8 @@ def test_temporal_centring_at_extraction_centres_each_video_and_leaves_the_text_
     centred = FeatureExtractor(tiny_backend, ExtractionConfig(visual_pooling=pooling, temporal_centring=True))
     a = plain.extract_clips([clip], ["v"], ["jumping jacks"])[0]
     b = centred.extract_clips([clip], ["v"], ["jumping jacks"])[0]
-    assert b.temporal_centring
-    assert not a.temporal_centring
+    assert b.recipe.temporal_centring
+    assert not a.recipe.temporal_centring
     torch.testing.assert_close(b.visual.mean(dim=0), torch.zeros(b.visual_dim), rtol=0, atol=1e-5)
     torch.testing.assert_close(b.visual[1:] - b.visual[:-1], a.visual[1:] - a.visual[:-1], rtol=0, atol=1e-5)
     assert all(torch.equal(a.text[role], b.text[role]) for role in ("query", "support"))

@@ -63,6 +63,8 @@ def test_cached_features_equal_the_extractor_output_in_float32_storage(
     assert torch.equal(cache.visual(["vid00"])[0], direct.visual)
     assert torch.equal(cache.text(["vid00"], "support")[0], direct.text["support"])
     assert torch.equal(cache.features("vid00").text["query"], direct.text["query"])
+    assert direct.recipe == tiny_extractor.recipe
+    assert cache.features("vid00").recipe == cache.recipe == FeatureExtractor(tiny_extractor.backend, config).recipe
 
 
 def test_batched_equals_unbatched_within_tolerance(
@@ -352,7 +354,8 @@ def test_grid_centred_label_features_are_cached_with_their_widths(
     features = cache.features(labelled[0])
     assert features.visual_dim == 16 * d
     assert features.text_poolings == {"query": "mean", "support": "label"}
-    assert features.temporal_centring
+    assert features.recipe.temporal_centring
+    assert features.recipe == cache.recipe == FeatureExtractor(tiny_backend, config).recipe
     recipe = json.loads((tmp_path / "c" / "recipe.json").read_text())
     assert {
         k: recipe[k] for k in ("visual_dim", "support_text_pooling", "query_text_pooling", "temporal_centring")

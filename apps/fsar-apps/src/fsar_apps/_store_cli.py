@@ -82,7 +82,7 @@ def query(
     run, store = _run_and_nonempty_store(run_dir, store_uri)
     (features,) = _store().extract_videos(run, [video], label=None)
     frames, text = _store().encode_query(run.head, features.visual.float(), features.text["query"].float())
-    result = store.query(frames, text, k=k, tag=tag, mpmm=run.head.config.mpmm)
+    result = store.query(frames, text, k=k, tag=tag)  # the store's recipe (the run's) holds the head's MPMM
     table = Table(title=f"{video.name}: {'unknown action' if result.unknown else result.best}")
     for column in ("rank", "action", "tag", "probability", "score"):
         table.add_column(column)

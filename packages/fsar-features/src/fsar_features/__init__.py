@@ -36,7 +36,6 @@ from fsar_features._cache import (
     CacheFailure,
     CacheProblem,
     FeatureCache,
-    FeatureRecipe,
 )
 from fsar_features._decode import (
     LayerSpec,
@@ -69,6 +68,7 @@ from fsar_features._extract import (
 )
 from fsar_features._label_span import label_char_spans, label_token_positions
 from fsar_features._model_types import backend_for_model, list_model_types, register_model_type
+from fsar_features._recipe import FeatureRecipe, visual_width
 from fsar_features._registry import BackendOutput, FeatureBackend, create_backend, list_backends, register_backend
 from fsar_features._sampling import list_samplers, register_sampler, sample_indices
 from fsar_features._spatial import resize_and_center_crop
@@ -136,4 +136,5 @@ __all__ = [
     "shard_of",
     "temporal_centre",
     "text_pooling_needs_label",
+    "visual_width",
 ]

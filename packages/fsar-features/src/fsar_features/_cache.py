@@ -42,6 +42,9 @@ safetensors ``safe_open`` (only the requested rows are read).
 
 Widths: text vectors are D_in wide (``recipe.dim``, the decoder width); visual frames are D_v wide
 (``recipe.visual_dim``: D_in for ``mean``/``cls`` pooling, g²·D_in for ``grid{g}``).
+
+The recipe is the ``FeatureRecipe`` of ``fsar_features._recipe``: the extractor's, which every
+``VideoFeatures`` carries; ``CacheWriter.add`` refuses features whose recipe is not the cache's.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ import os
 import struct
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ from torch import Tensor
 
 from fsar_features._atomic import TEMP_GLOB, atomic_write_bytes, create_exclusive
 from fsar_features._decode import VideoFeatures
+from fsar_features._recipe import FORMAT_VERSION, FeatureRecipe
 
 __all__ = [
     "STALE_AFTER_S",
@@ -78,7 +82,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 #: Storage dtypes by name.
 STORAGE_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -89,138 +92,6 @@ _TEXT_PREFIX = "text."
 #: Debris (temporary files, uncommitted shards) unmodified for this many seconds belongs to a dead
 #: writer: a live one renames its temporary file right after writing it. Starting a writer deletes it.
 STALE_AFTER_S = 3600.0
-
-
-@dataclass(frozen=True)
-class FeatureRecipe:
-    """How every feature in a cache was made; a cache never mixes two recipes.
-
-    Fields added after the first format (``visual_dim``, ``support_text_pooling``,
-    ``query_text_pooling``, ``temporal_centring``) are left out of ``to_json`` (so of ``recipe.json``
-    and ``hash``) while they hold the value that reproduces the first format's behaviour: a cache
-    extracted before they existed keeps its recipe and hash, and opens with the defaults.
-
-    Attributes:
-        backend: registry name of the backend.
-        model_id: the model (hub id, folder, or the tiny model's recipe).
-        family: fsar-prompts family of the prompts.
-        dim: D_in, the decoder width: the width of every text vector.
-        n_layers: L of the decoder.
-        layers: hidden-state indices averaged (0 = embeddings, ℓ = decoder layer ℓ, L = last).
-        visual_pooling: per-frame pooling (``mean``, ``cls`` or ``grid{g}``).
-        text_pooling: the text pooling of every role without its own (``last``, ``mean`` or ``label``);
-            ``text_pooling_for(role)`` gives a role's.
-        n_frames: T.
-        sampling: frame sampling strategy.
-        sampling_seed: seed of per-video random sampling offsets, or None (deterministic).
-        frame_size: short side frames were resized to (PIL bicubic), before the centre crop.
-        crop_size: side of the square centre crop.
-        scenario: fsar-prompts scenario.
-        roles: prompt roles run (``query``, ``support``).
-        prompts: role → the prompt: the exact id for a label-free role, ``template_id@version`` for
-            a label-aware one (each entry records its own label-specific id).
-        storage_dtype: ``float16`` (default), ``bfloat16`` or ``float32``.
-        reuse_prefix_cache: True when the text passes reused the key/value cache of prefix + video.
-        format_version: the cache layout version.
-        visual_dim: D_v, the width of every visual frame vector (D_in for ``mean``/``cls``, g²·D_in
-            for ``grid{g}``); None (the default) is replaced by ``dim`` when the recipe is built.
-        support_text_pooling: the support role's own text pooling, or None (``text_pooling``); one
-            equal to ``text_pooling`` is stored as None, so equal features give equal recipes.
-        query_text_pooling: the query role's own text pooling, or None (``text_pooling``); likewise.
-        temporal_centring: True when each video's visual features had their mean over T subtracted
-            before storage.
-    """
-
-    backend: str
-    model_id: str
-    family: str
-    dim: int
-    n_layers: int
-    layers: tuple[int, ...]
-    visual_pooling: str
-    text_pooling: str
-    n_frames: int
-    sampling: str
-    sampling_seed: int | None
-    frame_size: int
-    crop_size: int
-    scenario: str
-    roles: tuple[str, ...]
-    prompts: dict[str, str] = field(default_factory=dict)
-    storage_dtype: str = "float16"
-    reuse_prefix_cache: bool = True
-    format_version: int = FORMAT_VERSION
-    visual_dim: int | None = None
-    support_text_pooling: str | None = None
-    query_text_pooling: str | None = None
-    temporal_centring: bool = False
-
-    def __post_init__(self) -> None:
-        # Canonical values, so two recipes of the same features compare (and hash) equal however written.
-        if self.visual_dim is None:
-            object.__setattr__(self, "visual_dim", self.dim)
-        for name in ("support_text_pooling", "query_text_pooling"):
-            if getattr(self, name) == self.text_pooling:
-                object.__setattr__(self, name, None)
-
-    def text_pooling_for(self, role: str) -> str:
-        """The text pooling of ``role``'s vectors (``query`` or ``support``).
-
-        Raises:
-            ValueError: a role this recipe does not run.
-        """
-        if role not in self.roles:
-            raise ValueError(f"unknown role {role!r} for this recipe; its roles: {', '.join(self.roles)}")
-        own = {"query": self.query_text_pooling, "support": self.support_text_pooling}.get(role)
-        return own if own is not None else self.text_pooling
-
-    def _legacy_values(self) -> dict[str, Any]:
-        """The fields added after the first format, at the values that reproduce its behaviour."""
-        return {
-            "visual_dim": self.dim,
-            "support_text_pooling": None,
-            "query_text_pooling": None,
-            "temporal_centring": False,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (fields added after the first format only where they differ from it)."""
-        data = dataclasses.asdict(self)
-        for key, legacy in self._legacy_values().items():
-            if data[key] == legacy:
-                del data[key]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FeatureRecipe:
-        """Inverse of ``to_json``.
-
-        Raises:
-            ValueError: unknown or missing fields.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown recipe fields {unknown}; known: {sorted(names)}")
-        values = dict(data)
-        for key in ("layers", "roles"):
-            if key in values:
-                values[key] = tuple(values[key])
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise ValueError(f"incomplete feature recipe: {error}") from None
-
-    @property
-    def text_dim(self) -> int:
-        """D_in, the width of every text vector (the same as ``dim``)."""
-        return self.dim
-
-    @property
-    def hash(self) -> str:
-        """A short stable hash of the recipe (recorded in every shard and fragment)."""
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -327,9 +198,8 @@ class _ShardRecord:
     damage: str | None = None
 
 
-def _recipe_diff(a: FeatureRecipe, b: FeatureRecipe) -> str:
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
-    return "; ".join(f"{k}: {da[k]!r} (cache) vs {db[k]!r} (this run)" for k in da if da[k] != db[k])
+def _recipe_diff(a: FeatureRecipe, b: FeatureRecipe, theirs: str = "this run") -> str:
+    return "; ".join(f"{k}: {mine!r} (cache) vs {other!r} ({theirs})" for k, (mine, other) in a.diff(b).items())
 
 
 class FeatureCache:
@@ -624,7 +494,7 @@ class FeatureCache:
     @property
     def visual_dim(self) -> int:
         """D_v, the width of the visual frame vectors (``recipe.visual_dim``)."""
-        return int(self.recipe.visual_dim)  # type: ignore[arg-type]  # resolved in FeatureRecipe.__post_init__
+        return self.recipe.visual_dim
 
     @property
     def text_dim(self) -> int:
@@ -663,16 +533,10 @@ class FeatureCache:
             visual=self.visual([video_id])[0],
             text={role: self.text([video_id], role)[0] for role in entry.text_rows},
             prompt_ids=dict(entry.prompt_ids),
-            model_id=self.recipe.model_id,
-            layers=self.recipe.layers,
-            visual_pooling=self.recipe.visual_pooling,
-            text_pooling=self.recipe.text_pooling,
-            sampling=self.recipe.sampling,
+            recipe=self.recipe,
             frame_indices=entry.frame_indices,
             label=entry.label,
             n_source_frames=entry.n_source_frames,
-            text_poolings={role: self.recipe.text_pooling_for(role) for role in entry.text_rows},
-            temporal_centring=self.recipe.temporal_centring,
         )
 
     def clean(self, older_than: float | None = None) -> list[Path]:
@@ -750,9 +614,16 @@ class CacheWriter:
             generation: 0 for a new video; one more than the cached entry's when it replaces it.
 
         Raises:
-            ValueError: shapes other than the recipe's (the message names the video and both shapes).
+            ValueError: features made with another recipe than the cache's (the message names the
+                differences), or shapes other than the recipe's (it names the video and both shapes).
         """
         recipe = self.cache.recipe
+        if features.recipe != recipe:
+            raise ValueError(
+                f"video {features.video_id!r} was extracted with another recipe than the cache "
+                f"{str(self.cache.root)!r} holds, and a cache never mixes recipes; differences: "
+                f"{_recipe_diff(recipe, features.recipe, 'the video')}"
+            )
         expected = (recipe.n_frames, recipe.visual_dim)
         if tuple(features.visual.shape) != expected:
             raise ValueError(

@@ -14,7 +14,6 @@ shard is damaged, 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -117,7 +116,7 @@ def _info(cache_dir: Path, verify: bool) -> int:
     cache = FeatureCache.open(cache_dir)
     problems = cache.verify(full=verify)
     print(cache)
-    for key, value in dataclasses.asdict(cache.recipe).items():
+    for key, value in cache.recipe.as_dict().items():
         print(f"  {key}: {value}")
     print(f"  failures: {len(cache.failures)}, duplicates: {len(cache.duplicates)}, damaged shards: {len(problems)}")
     if not verify:

@@ -36,6 +36,8 @@ import torch
 from einops import rearrange, reduce
 from torch import Tensor
 
+from fsar_features._recipe import FeatureRecipe, register_visual_width
+
 __all__ = [
     "LayerSpec",
     "TextPoolingContext",
@@ -106,16 +108,31 @@ def register_layer_preset(name: str) -> Callable:
     return _register(_LAYER_PRESETS, "layer preset", name)
 
 
-def register_visual_pooling(name: str) -> Callable:
+def register_visual_pooling(name: str, *, width: Callable[[int], int] | None = None) -> Callable:
     """Decorator registering a visual pooling ``fn(tokens, context) -> pooled``.
 
-    ``tokens`` is ``[T, V, D]``, ``context`` a ``VisualPoolingContext``; the result is ``[T, D_v]``
-    with D_v fixed by V and D (the extractor records it as the recipe's ``visual_dim``).
+    ``tokens`` is ``[T, V, D]``, ``context`` a ``VisualPoolingContext``; the result is ``[T, D_v]``.
+
+    Args:
+        name: the registry name.
+        width: the width rule D → D_v (None: D_v = D). A recipe derives its ``visual_dim`` from it;
+            the extractor measures D_v with a dry run and records it in the recipe only where it
+            differs from the rule.
 
     Raises:
         ValueError: ``name`` is already registered.
     """
-    return _register(_VISUAL_POOLINGS, "visual pooling", name)
+
+    def decorator(fn: Callable) -> Callable:
+        _register(_VISUAL_POOLINGS, "visual pooling", name)(fn)
+        register_visual_width(name, width if width is not None else _same_width)
+        return fn
+
+    return decorator
+
+
+def _same_width(dim: int) -> int:
+    return dim
 
 
 def register_text_pooling(name: str, *, needs_label: bool = False) -> Callable:
@@ -230,8 +247,15 @@ def _grid_pooling(cells: int) -> Callable[[Tensor, VisualPoolingContext], Tensor
     return pool
 
 
+def _grid_width(cells: int) -> Callable[[int], int]:
+    def width(dim: int) -> int:
+        return cells * cells * dim  # g × g cells of D values each
+
+    return width
+
+
 for _cells in (1, 2, 4):
-    register_visual_pooling(f"grid{_cells}")(_grid_pooling(_cells))
+    register_visual_pooling(f"grid{_cells}", width=_grid_width(_cells))(_grid_pooling(_cells))
 del _cells
 
 
@@ -394,45 +418,57 @@ def pool_text(text_states: Tensor, pooling: str = "last", *, label_positions: Se
 class VideoFeatures:
     """The pooled MLLM features of one video and the recipe that made them.
 
-    Hidden-state index convention: 0 = embeddings, ℓ = decoder layer ℓ, L = last (after the final
-    norm); ``layers`` holds the non-negative indices that were averaged.
+    How the features were made (model, layers, poolings, sampling, temporal centring, widths) is the
+    ``recipe``, the same ``FeatureRecipe`` the extractor and the cache hold; the record adds what is
+    particular to this video.
 
     Attributes:
         video_id: the caller's id of the video.
         visual: ``[T, D_v]`` per-frame visual features (prompt-independent: the video precedes every
-            prompt's own words); D_v = D_in for ``mean``/``cls`` pooling, g²·D_in for ``grid{g}``
-            (``visual_dim``).
-        text: role (``query``, ``support``) → ``[D_in]`` text feature under that role's prompt.
+            prompt's own words); D_v = ``recipe.visual_dim``.
+        text: role (``query``, ``support``) → ``[D_in]`` text feature under that role's prompt; the
+            roles this video has (``support`` only for a video with a label).
         prompt_ids: role → fsar-prompts id of the prompt that produced ``text[role]``.
-        model_id: the backend's model id.
-        layers: hidden-state indices averaged.
-        visual_pooling: ``mean``, ``cls`` or ``grid{g}``.
-        text_pooling: the configured default text pooling (``last``, ``mean`` or ``label``);
-            ``text_poolings`` holds what each role actually used.
-        sampling: frame sampling strategy.
+        recipe: how the features were made.
         frame_indices: source frame index of each of the T frames.
         label: the class label (support-eligible videos), or None.
         n_source_frames: frames in the source video.
-        text_poolings: role → the text pooling of ``text[role]`` (empty: ``text_pooling`` for every role).
-        temporal_centring: True when ``visual`` had its mean over T subtracted (zero mean over frames).
+
+    Raises:
+        TypeError: ``recipe`` is not a ``FeatureRecipe``.
+        ValueError: ``text`` and ``prompt_ids`` name different roles, or a role the recipe does not run.
     """
 
     video_id: str
     visual: Tensor
     text: dict[str, Tensor]
     prompt_ids: dict[str, str]
-    model_id: str
-    layers: tuple[int, ...]
-    visual_pooling: str
-    text_pooling: str
-    sampling: str
+    recipe: FeatureRecipe
     frame_indices: tuple[int, ...]
     label: str | None = None
     n_source_frames: int = field(default=0)
-    text_poolings: dict[str, str] = field(default_factory=dict)
-    temporal_centring: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.recipe, FeatureRecipe):
+            raise TypeError(f"VideoFeatures.recipe must be a FeatureRecipe, got {type(self.recipe).__name__}")
+        if set(self.text) != set(self.prompt_ids):
+            raise ValueError(
+                f"video {self.video_id!r} has text features for roles {sorted(self.text)} and prompt ids for "
+                f"{sorted(self.prompt_ids)}; they must name the same roles"
+            )
+        unknown = sorted(set(self.text) - set(self.recipe.roles))
+        if unknown:
+            raise ValueError(
+                f"video {self.video_id!r} has text features for roles {unknown} that its recipe does not run "
+                f"(roles: {', '.join(self.recipe.roles)})"
+            )
 
     @property
     def visual_dim(self) -> int:
         """D_v, the width of ``visual`` (may differ from the text width D_in)."""
         return int(self.visual.shape[-1])
+
+    @property
+    def text_poolings(self) -> dict[str, str]:
+        """Role → the text pooling of ``text[role]`` (from the recipe), for the roles this video has."""
+        return {role: self.recipe.text_pooling_for(role) for role in self.text}

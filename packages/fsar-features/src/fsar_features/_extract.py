@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 from torch import Tensor
 
-from fsar_features._cache import STORAGE_DTYPES, CacheFailure, FeatureCache, FeatureRecipe
+from fsar_features._cache import STORAGE_DTYPES, CacheFailure, FeatureCache
 from fsar_features._decode import (
     LayerSpec,
     VideoFeatures,
@@ -50,6 +50,7 @@ from fsar_features._decode import (
     text_pooling_needs_label,
 )
 from fsar_features._label_span import label_token_positions
+from fsar_features._recipe import FeatureRecipe
 from fsar_features._registry import FeatureBackend, create_backend
 from fsar_features._sampling import list_samplers
 from fsar_features._video import VideoClip, VideoReadError, read_frames
@@ -304,6 +305,8 @@ class FeatureExtractor:
     Attributes:
         visual_dim: D_v, the width of the visual features (``hidden_size`` for ``mean``/``cls``,
             g²·``hidden_size`` for ``grid{g}``); text features are ``hidden_size`` wide.
+        recipe: the ``FeatureRecipe`` of everything this extractor makes: its cache's, and the one
+            every ``VideoFeatures`` it returns carries.
 
     Raises:
         ValueError: a config the backend cannot honour (e.g. ``cls`` pooling without a CLS token, a
@@ -340,10 +343,10 @@ class FeatureExtractor:
             # A tokenizer without character offsets fails here, not halfway through a dataset.
             probe_prompt = render_prompt(self.backend.family, "support", self.config.scenario, label="probe")
             label_token_positions(self.backend, probe_prompt, self.config.n_frames)
+        self.recipe = self._make_recipe()
 
-    @property
-    def recipe(self) -> FeatureRecipe:
-        """The cache recipe of this extractor."""
+    def _make_recipe(self) -> FeatureRecipe:
+        """The recipe of this extractor: its cache's, and the one every ``VideoFeatures`` it makes carries."""
         prompts = {}
         if "query" in self.config.roles:
             prompts["query"] = self.query_prompt.id
@@ -355,7 +358,7 @@ class FeatureExtractor:
             model_id=self.backend.model_id,
             family=self.backend.family,
             dim=self.backend.hidden_size,
-            visual_dim=self.visual_dim,
+            visual_dim_override=self.visual_dim,  # stored only where the pooling's width rule differs
             n_layers=self.backend.n_layers,
             layers=self.layers,
             visual_pooling=self.config.visual_pooling,
@@ -509,16 +512,10 @@ class FeatureExtractor:
                     visual=visual[b].cpu(),
                     text={r: t.cpu() for r, t in text.items() if t is not None},
                     prompt_ids={r: prompts[r][b].id for r in roles},
-                    model_id=self.backend.model_id,
-                    layers=self.layers,
-                    visual_pooling=self.config.visual_pooling,
-                    text_pooling=self.config.text_pooling,
-                    sampling=self.config.sampling,
+                    recipe=self.recipe,
                     frame_indices=clips[b].indices,
                     label=labels[b],
                     n_source_frames=clips[b].n_source_frames,
-                    text_poolings={r: self.config.text_pooling_for(r) for r in roles},
-                    temporal_centring=self.config.temporal_centring,
                 )
             )
         return results

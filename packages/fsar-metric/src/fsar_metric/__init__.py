@@ -31,6 +31,7 @@ from fsar_metric.head import (
     list_ablations,
     mpmm_match,
 )
+from fsar_metric.head.mpmm import build_temporal
 from fsar_metric.metrics import (
     OTAM,
     TRX,
@@ -71,6 +72,7 @@ __all__ = [
     "ProtoNet",
     "ablation",
     "bimhm_distance",
+    "build_temporal",
     "create_metric",
     "create_similarity",
     "episode_losses",

@@ -12,7 +12,6 @@ for a run trained at 1 shot), else the run's main head; every function here that
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,10 +122,11 @@ def load_trained_run(run_dir: str | Path, *, shots: int = STORE_SHOTS) -> Traine
     load_checkpoint_weights(head, checkpoint)
     head.eval()
     recipe = StoreRecipe(
-        feature_recipe=dataclasses.asdict(cache.recipe),
+        feature_recipe=cache.recipe,
         head_hash=head_fingerprint(head),
         dim=head.config.dim,
         n_frames=config.features.n_frames,
+        mpmm=head.config.mpmm,
     )
     return TrainedRun(config, head, recipe, layout.root, checkpoint)
 
@@ -199,7 +199,7 @@ def calibrate_unknown_threshold(run: TrainedRun, val: FeatureSource, *, shots: i
         if p in support:
             continue
         frames, text = _query_of(run, val, p)
-        best = store.query(frames, text, k=1, candidates=None, mpmm=run.head.config.mpmm, threshold=float("-inf"))
+        best = store.query(frames, text, k=1, candidates=None, threshold=float("-inf"))  # the run's MPMM
         score = torch.tensor(best.confidence)
         if label in known and best.matches[0].action == val.class_names[label]:
             accepted.append(score)
@@ -224,8 +224,15 @@ def extract_videos(run: TrainedRun, videos: list[Path], label: str | None) -> li
             raise FileNotFoundError(f"no video file at {path}")
     backend = create_backend(resolve_backend(run.config), **backend_kwargs(run.config))
     extractor = FeatureExtractor(backend, extraction_config(run.config))
-    if StoreRecipe(dataclasses.asdict(extractor.recipe)).feature_recipe != run.recipe.feature_recipe:
-        raise ValueError("the videos would be extracted with another feature recipe than the run's cache")
+    if extractor.recipe != run.recipe.feature_recipe:
+        differences = "; ".join(
+            f"{key}: {cache!r} (cache) vs {now!r} (now)"
+            for key, (cache, now) in run.recipe.feature_recipe.diff(extractor.recipe).items()
+        )
+        raise ValueError(
+            "the videos would be extracted with another feature recipe than the run's cache; "
+            f"differences: {differences}"
+        )
     out = []
     for path in videos:
         try:

@@ -19,6 +19,7 @@ which local file systems and S3 (conditional writes) provide.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -38,8 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from fsar_apps.store._schema import StoreRecipe, prototype_model
-from fsar_metric import MPMMConfig, mpmm_match
-from fsar_metric.head.mpmm import build_temporal
+from fsar_metric import MPMMConfig, build_temporal, mpmm_match
 
 __all__ = [
     "ActionInfo",
@@ -272,7 +272,8 @@ class PrototypeStore:
     Example:
         >>> import tempfile, torch
         >>> from fsar_apps.store import PrototypeStore, StoreRecipe
-        >>> recipe = StoreRecipe({"model": "tiny"}, head_hash="h0", dim=4, n_frames=2)
+        >>> from fsar_features import FeatureExtractor
+        >>> recipe = StoreRecipe(FeatureExtractor("tiny-video-llava").recipe, head_hash="h0", dim=4, n_frames=2)
         >>> store = PrototypeStore.open(tempfile.mkdtemp(), recipe)
         >>> version = store.add("waving", torch.randn(2, 4), torch.randn(4), support_ids=["v1"])
         >>> [a.action for a in store.list()]
@@ -349,6 +350,10 @@ class PrototypeStore:
         stored_recipe = cls._read_recipe(meta, uri)
         if recipe is not None:
             cls._repair_recipe_row(meta, stored_recipe)  # after our own create, if it lost the race
+            if stored_recipe.recorded is not None and dataclasses.replace(stored_recipe, mpmm=recipe.mpmm) == recipe:
+                # A store written before recipes held the MPMM settings: its head hash covers the head's
+                # whole config, so the same head hash means these are the settings of the head that made it.
+                stored_recipe = dataclasses.replace(stored_recipe, mpmm=recipe.mpmm)
         if recipe is not None and recipe != stored_recipe:
             raise StoreMismatchError(
                 f"the store at {uri} holds prototypes of {stored_recipe.describe()} "
@@ -780,7 +785,8 @@ class PrototypeStore:
             tag: only consider this collection.
             candidates: nearest rows per search column (visual and text) to re-rank; None re-ranks
                 every stored action (brute force).
-            mpmm: the head's MPMM config (default: fsar's defaults).
+            mpmm: MPMM settings that override the store's (default: ``recipe.mpmm``, the settings of
+                the head that made the prototypes).
             threshold: the open-set threshold; default: the store's calibrated one.
 
         Returns:
@@ -790,7 +796,7 @@ class PrototypeStore:
             raise ValueError(f"query frames must be [T, D] with D = {self.recipe.dim}, got {list(frames.shape)}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        config = mpmm if mpmm is not None else MPMMConfig()
+        config = mpmm if mpmm is not None else self.recipe.mpmm
         names, tags, proto_frames, proto_text = self._candidates(
             frames.detach().float().cpu(), None if text is None else text.detach().float().cpu(), candidates, tag
         )
