@@ -164,7 +164,9 @@ def test_temperature_divides_the_logits(name, episode, build, run_metric):
 
 
 def _fsar_episode(ep, **extra):
-    return fsar_metric.Episode(ep.support, ep.query, ep.support_text, ep.query_text, query_labels=ep.query_labels, **extra)
+    return fsar_metric.Episode(
+        ep.support, ep.query, ep.support_text, ep.query_text, query_labels=ep.query_labels, **extra
+    )
 
 
 @pytest.mark.parametrize("name", METRICS)
@@ -231,7 +233,8 @@ def test_declared_own_losses_replace_episode_cross_entropy(name, episode, build)
     assert isinstance(metric, fsar_metric.OwnsLosses) == owns
     ep = _fsar_episode(episode())
     losses = fsar_metric.episode_losses(metric, ep)
-    assert losses and all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    assert losses
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
     if owns:
         own = metric.losses(ep)
         assert set(losses) == set(own)

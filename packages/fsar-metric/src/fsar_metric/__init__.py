@@ -1,9 +1,9 @@
 """fsar-metric: few-shot action recognition metrics behind one tensor contract.
 
 Every metric maps way-major support ``[N, K, T, D]`` and queries ``[Q, T, D]`` to logits ``[Q, N]``
-(larger = more similar); multimodal metrics also take ``support_text`` / ``query_text`` keywords. What a metric reads or provides
-beyond that is declared on its registry entry (``metric_capabilities``); ``Registry`` is the one
-name → object registry every fsar registry is built on.
+(larger = more similar); multimodal metrics also take ``support_text`` / ``query_text`` keywords. What a metric reads or
+provides beyond that is declared on its registry entry (``metric_capabilities``); ``Registry`` is the
+one name → object registry every fsar registry is built on.
 
 Example:
     >>> import torch

@@ -43,11 +43,10 @@ def mean_ci(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
 
 
 def uses_class_names(metric: nn.Module, source: FeatureSource) -> bool:
-    """True when ``metric`` reads support text and the source's support text is label-aware (made with
-    the class name): privileged text compared with vision-only methods. A source serving the label-free
-    prompt under the ``support`` role (``label_aware_support`` False) does not count."""
-    label_aware = bool(getattr(source, "label_aware_support", True))
-    return metric_capabilities(metric).uses_text and "support" in source.text_roles and label_aware
+    """True when ``metric`` is declared to read text and the source's support text is label-aware
+    (made with the class name): privileged text compared with vision-only methods. A source serving
+    the label-free prompt under the ``support`` role (``label_aware_support`` False) does not count."""
+    return metric_capabilities(metric).uses_text and "support" in source.text_roles and source.label_aware_support
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,10 @@ class EncodedPool:
     takes_in_dim=True,
     # D = min(D_t, 1024): 1024 for the 7B models' 4096 (CLIP-FSAR-scale heads), the full width of a
     # tiny model; text_in_dim only when the text width differs (a spatial grid widens D_in alone).
-    sizes=lambda in_dim, text_dim: {"text_in_dim": None if text_dim == in_dim else text_dim, "dim": min(text_dim, 1024)},
+    sizes=lambda in_dim, text_dim: {
+        "text_in_dim": None if text_dim == in_dim else text_dim,
+        "dim": min(text_dim, 1024),
+    },
 )
 class FSARLLaVA(nn.Module):
     """The FSAR-LLaVA head (fsar reconstruction): MFEM, CTPC and the parameter-free MPMM.

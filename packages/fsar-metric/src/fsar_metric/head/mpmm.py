@@ -24,9 +24,9 @@ prototypes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
