@@ -44,6 +44,8 @@ T = TypeVar("T")
 D = TypeVar("D")
 O = TypeVar("O")
 
+_DECORATE: Any = object()  # register(name) without an object: return a decorator
+
 
 class UnknownNameError(ValueError):
     """A name that no entry of the registry holds (the message lists the registered names)."""
@@ -117,7 +119,7 @@ class Registry(Generic[T, D]):
     @overload
     def register(self, name: str, obj: O, /, **declared: Any) -> O: ...
 
-    def register(self, name: str, obj: Any = None, /, **declared: Any) -> Any:
+    def register(self, name: str, obj: Any = _DECORATE, /, **declared: Any) -> Any:
         """Register ``obj`` under ``name``; without ``obj``, a decorator that does it.
 
         Args:
@@ -147,7 +149,7 @@ class Registry(Generic[T, D]):
             self._entries[name] = Entry(name, target, metadata)  # type: ignore[arg-type]
             return target
 
-        return add if obj is None else add(obj)
+        return add if obj is _DECORATE else add(obj)
 
     def _build_declared(self, name: str, declared: dict[str, Any]) -> D:
         factory = self._declared
