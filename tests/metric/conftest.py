@@ -52,14 +52,12 @@ def make_episode(
     )
 
 
-# Per-metric construction arguments for tests. Metrics with parameters take the width as `dim`
-# (found by signature); anything else a metric needs in tests goes here.
+# Per-metric construction arguments for tests. Metrics declared `takes_in_dim` get the input width
+# as `in_dim`; anything else a metric needs in tests goes here.
 _TEST_KWARGS: dict[str, dict[str, object]] = {
     "trx": {"key_dim": 16},
     "fsar_llava": {"dim": 16, "n_heads": 2},
 }
-# The keyword that receives the input feature width, where it is not `dim`.
-_WIDTH_ARG: dict[str, str] = {"fsar_llava": "in_dim"}
 
 
 def build_metric(name: str, dim: int = DIM, n_frames: int = N_FRAMES, **overrides: object) -> nn.Module:
@@ -67,10 +65,8 @@ def build_metric(name: str, dim: int = DIM, n_frames: int = N_FRAMES, **override
     cls = fsar_metric.get_metric_class(name)
     kwargs: dict[str, object] = dict(_TEST_KWARGS.get(name, {}))
     params = inspect.signature(cls).parameters
-    if name in _WIDTH_ARG:
-        kwargs[_WIDTH_ARG[name]] = dim
-    elif "dim" in params:
-        kwargs["dim"] = dim
+    if fsar_metric.metric_spec(name).takes_in_dim:
+        kwargs["in_dim"] = dim
     if "cardinalities" in params:  # TRX: tuples cannot be longer than the clip
         kwargs["cardinalities"] = tuple(w for w in (1, 2, 3) if w <= n_frames)[-2:]
     kwargs.update(overrides)
@@ -79,8 +75,8 @@ def build_metric(name: str, dim: int = DIM, n_frames: int = N_FRAMES, **override
 
 
 def call(metric: nn.Module, ep: EpisodeTensors) -> Tensor:
-    """Run a metric on an episode, passing text only to metrics that read it."""
-    if getattr(metric, "uses_text", False):
+    """Run a metric on an episode, passing text only to metrics declared to read it."""
+    if fsar_metric.metric_capabilities(metric).uses_text:
         return metric(ep.support, ep.query, support_text=ep.support_text, query_text=ep.query_text)
     return metric(ep.support, ep.query)
 

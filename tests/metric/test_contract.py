@@ -14,7 +14,7 @@ import torch
 import fsar_metric
 
 METRICS = fsar_metric.list_metrics()
-VISUAL_ONLY = [n for n in METRICS if not fsar_metric.get_metric_class(n).uses_text]
+VISUAL_ONLY = [n for n in METRICS if not fsar_metric.metric_capabilities(n).uses_text]
 
 
 def test_registry_holds_the_standard_metrics():
@@ -128,7 +128,7 @@ def test_visual_only_metrics_accept_and_ignore_text(name, episode, build):
 def test_bad_shapes_raise_value_error_naming_the_shapes(name, support_shape, query_shape, message, build):
     metric = build(name)
     kwargs = {}
-    if metric.uses_text:
+    if fsar_metric.metric_capabilities(name).uses_text:
         kwargs = {"support_text": torch.randn(*support_shape[:2], 8), "query_text": torch.randn(query_shape[0], 8)}
     with pytest.raises(ValueError, match=message):
         metric(torch.randn(*support_shape), torch.randn(*query_shape), **kwargs)
@@ -158,3 +158,101 @@ def test_temperature_divides_the_logits(name, episode, build, run_metric):
     torch.testing.assert_close(run_metric(build(name, temperature=0.5), ep), plain / 0.5)
     with pytest.raises(ValueError, match="temperature"):
         build(name, temperature=0.0)
+
+
+# --- Declared capabilities (fsar_metric.metric_capabilities) agree with what the metric does. ---
+
+
+def _fsar_episode(ep, **extra):
+    return fsar_metric.Episode(
+        ep.support, ep.query, ep.support_text, ep.query_text, query_labels=ep.query_labels, **extra
+    )
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_declared_text_use_matches_whether_text_changes_the_logits(name, episode, build):
+    metric = build(name).double()
+    ep = episode(dtype=torch.float64)
+    other = episode(dtype=torch.float64, seed=1)  # same visual shapes, different text
+    kwargs = {"support_text": ep.support_text, "query_text": ep.query_text}
+    changed = {"support_text": other.support_text, "query_text": other.query_text}
+    a = metric(ep.support, ep.query, **kwargs)
+    b = metric(ep.support, ep.query, **changed)
+    if fsar_metric.metric_capabilities(name).uses_text:
+        assert not torch.allclose(a, b), f"{name} is declared uses_text but ignores the text"
+    else:
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_declared_label_free_support_text_reaches_the_metric_only_when_declared(name, episode, build):
+    metric = build(name).double()
+    ep = episode(dtype=torch.float64)
+    free = episode(dtype=torch.float64, seed=2).support_text
+    with_free = fsar_metric.score_episode(metric, _fsar_episode(ep, support_text_free=free))
+    without = fsar_metric.score_episode(metric, _fsar_episode(ep))
+    if fsar_metric.metric_capabilities(name).uses_label_free_support:
+        assert not torch.allclose(with_free, without), f"{name} declares uses_label_free_support but ignores it"
+    else:
+        torch.testing.assert_close(with_free, without)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_declared_per_video_pooling_agrees_with_forward(name, episode, build):
+    metric = build(name).double()
+    pooled = fsar_metric.metric_capabilities(name).pools_per_video
+    assert isinstance(metric, fsar_metric.PoolsPerVideo) == pooled
+    if not pooled:
+        return
+    ep = episode(n_shot=2, dtype=torch.float64)
+    n_way, n_shot = ep.support.shape[:2]
+    visual = torch.cat([ep.support.flatten(0, 1), ep.query])  # [N*K + Q, T, D]
+    label_aware = torch.cat([ep.support_text.flatten(0, 1), episode(dtype=torch.float64, seed=3).query_text])
+    label_free = torch.cat([episode(dtype=torch.float64, seed=4).support_text.flatten(0, 1), ep.query_text])
+    support_idx = torch.arange(n_way * n_shot).reshape(n_way, n_shot)
+    query_idx = torch.arange(n_way * n_shot, visual.shape[0])
+    with torch.no_grad():
+        fast = metric.score_pool(metric.encode_pool(visual, label_aware, label_free), support_idx, query_idx)
+        full = fsar_metric.score_episode(
+            metric,
+            fsar_metric.Episode(
+                visual[support_idx],
+                visual[query_idx],
+                label_aware[support_idx],
+                label_free[query_idx],
+                support_text_free=label_free[support_idx],
+            ),
+        )
+    torch.testing.assert_close(fast, full)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_declared_own_losses_replace_episode_cross_entropy(name, episode, build):
+    metric = build(name)  # eval mode: no dropout, so two calls agree
+    owns = fsar_metric.metric_capabilities(name).owns_losses
+    assert isinstance(metric, fsar_metric.OwnsLosses) == owns
+    ep = _fsar_episode(episode())
+    losses = fsar_metric.episode_losses(metric, ep)
+    assert losses
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    if owns:
+        own = metric.losses(ep)
+        assert set(losses) == set(own)
+        for key, value in own.items():
+            torch.testing.assert_close(losses[key], value)
+    else:
+        logits = fsar_metric.score_episode(metric, ep)
+        assert set(losses) == {"episode_ce"}
+        torch.testing.assert_close(losses["episode_ce"], torch.nn.functional.cross_entropy(logits, ep.query_labels))
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_the_input_width_is_in_dim_for_every_metric_that_takes_one(name, episode, build):
+    ep = episode()  # width 8
+    if fsar_metric.metric_spec(name).takes_in_dim:
+        run = build(name, dim=16)  # in_dim = 16
+        with pytest.raises(ValueError, match="16"):
+            run(ep.support, ep.query, support_text=ep.support_text, query_text=ep.query_text)
+    else:
+        with pytest.raises(ValueError, match=r"\['in_dim'\]"):
+            fsar_metric.create_metric(name, in_dim=8)

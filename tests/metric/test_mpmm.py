@@ -24,7 +24,7 @@ def test_mpmm_owns_no_parameters_and_no_buffers():
 
 def test_a_learnable_temporal_metric_is_refused():
     with pytest.raises(ValueError, match="temporal metric must be parameter-free, but 'trx' has parameters"):
-        MPMM(temporal_metric="trx", temporal_kwargs={"dim": 8})
+        MPMM(temporal_metric="trx", temporal_kwargs={"in_dim": 8})
 
 
 @settings(max_examples=40, deadline=None)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fsar_metric import Episode, create_metric, episode_losses, score_episode
+from fsar_metric import METRICS, Episode, create_metric, episode_losses, register_metric, score_episode
 
 
 def _episode(**overrides) -> Episode:
@@ -24,7 +24,7 @@ def _episode(**overrides) -> Episode:
 
 def test_sizes_are_read_from_the_tensors():
     ep = _episode()
-    assert (ep.n_way, ep.n_shot, ep.n_query) == (3, 2, 4)
+    assert (ep.n_way, ep.n_shot, ep.n_queries_total) == (3, 2, 4)
 
 
 @pytest.mark.parametrize(
@@ -62,23 +62,32 @@ def test_visual_metric_scores_ignore_text_and_default_loss_is_cross_entropy():
     torch.testing.assert_close(losses["episode_ce"], nn.functional.cross_entropy(logits, ep.query_labels))
 
 
-def test_text_reaches_metrics_that_declare_it():
+@pytest.mark.parametrize(
+    ("declared", "given"),
+    [
+        ({}, set()),
+        ({"uses_text": True}, {"support_text", "query_text"}),
+        ({"uses_text": True, "uses_label_free_support": True}, {"support_text", "query_text", "support_text_free"}),
+    ],
+)
+def test_text_reaches_only_metrics_that_declare_it(declared, given):
     seen = {}
 
     class Recorder(nn.Module):
-        uses_text = True
-        uses_label_free_support = True
-
-        def forward(self, support, query, *, support_text=None, query_text=None, support_text_free=None):
-            seen.update(support_text=support_text, query_text=query_text, support_text_free=support_text_free)
+        def forward(self, support, query, **text):
+            seen.update(text)
             return torch.zeros(query.shape[0], support.shape[0])
 
-    free = torch.randn(3, 2, 8)
-    ep = _episode(support_text_free=free)
-    score_episode(Recorder(), ep)
-    assert seen["support_text"] is ep.support_text
-    assert seen["query_text"] is ep.query_text
-    assert seen["support_text_free"] is free
+    register_metric("test_recorder", **declared)(Recorder)
+    try:
+        free = torch.randn(3, 2, 8)
+        ep = _episode(support_text_free=free)
+        score_episode(Recorder(), ep)
+    finally:
+        METRICS.unregister("test_recorder")
+    assert set(seen) == given
+    for name in given:
+        assert seen[name] is getattr(ep, name)
 
 
 def test_losses_need_labels():

@@ -45,7 +45,7 @@ def trx_loop(metric: TRX, support: torch.Tensor, query: torch.Tensor) -> torch.T
 def test_vectorised_trx_matches_the_loop(episode):
     ep = episode(dtype=torch.float64, n_shot=2, n_frames=4, dim=6, n_query=3)
     torch.manual_seed(0)
-    metric = TRX(dim=6, key_dim=5).double().eval()
+    metric = TRX(in_dim=6, key_dim=5).double().eval()
     with torch.no_grad():
         torch.testing.assert_close(metric(ep.support, ep.query), trx_loop(metric, ep.support, ep.query))
 
@@ -61,7 +61,7 @@ def test_positional_encoding_is_the_transformer_one():
 
 
 def test_tuple_counts_follow_t_choose_omega():
-    metric = TRX(dim=4, key_dim=4).eval()
+    metric = TRX(in_dim=4, key_dim=4).eval()
     head = metric.heads[1]  # ω = 3
     keys, _ = head._encode(torch.randn(2, 8, 4))
     assert keys.shape == (2, math.comb(8, 3), 4)
@@ -69,21 +69,21 @@ def test_tuple_counts_follow_t_choose_omega():
 
 def test_reversing_query_frames_changes_trx(episode):
     ep = episode(n_frames=6)
-    metric = TRX(dim=ep.query.shape[-1], key_dim=16).eval()
+    metric = TRX(in_dim=ep.query.shape[-1], key_dim=16).eval()
     assert not torch.allclose(metric(ep.support, ep.query), metric(ep.support, ep.query.flip(1)))
 
 
 def test_clip_shorter_than_the_tuple_is_refused():
     with pytest.raises(ValueError, match="cardinality 3 needs at least that many frames; got support T = 2"):
-        TRX(dim=4, key_dim=4)(torch.randn(2, 1, 2, 4), torch.randn(3, 2, 4))
+        TRX(in_dim=4, key_dim=4)(torch.randn(2, 1, 2, 4), torch.randn(3, 2, 4))
 
 
 def test_width_other_than_built_for_is_refused():
     with pytest.raises(ValueError, match=r"TRX was built for D = 8, got support of shape \[2, 1, 4, 6\]"):
-        TRX(dim=8, key_dim=4)(torch.randn(2, 1, 4, 6), torch.randn(3, 4, 6))
+        TRX(in_dim=8, key_dim=4)(torch.randn(2, 1, 4, 6), torch.randn(3, 4, 6))
 
 
 @pytest.mark.parametrize("cardinalities", [(), (0, 2), (2, 2)])
 def test_bad_cardinalities_are_refused(cardinalities):
     with pytest.raises(ValueError, match="cardinalities must be distinct positive integers"):
-        TRX(dim=4, cardinalities=cardinalities)
+        TRX(in_dim=4, cardinalities=cardinalities)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fsar_metric import create_metric
+from fsar_metric import METRICS, create_metric, register_metric
 from fsar_train import (
     EpisodeList,
     TensorFeatures,
@@ -33,16 +33,22 @@ def test_confidence_interval_is_1_96_sigma_over_sqrt_n_with_ddof_0():
 
 
 class _TextOnly(nn.Module):
-    """Scores by support-text cosine: a method that reads label-aware support text."""
-
-    uses_text = True
+    """Scores by support-text cosine: a method that reads label-aware support text (registered, with
+    ``uses_text``, by the ``text_only`` fixture)."""
 
     def forward(self, support, query, *, support_text=None, query_text=None):
         prototypes = nn.functional.normalize(support_text.mean(1), dim=-1)  # [N, D]
         return nn.functional.normalize(query_text, dim=-1) @ prototypes.T  # [Q, N]
 
 
-def test_several_methods_share_one_episode_list_and_report_per_class_results(trajectory_task):
+@pytest.fixture
+def text_only():
+    register_metric("test_text_only", uses_text=True)(_TextOnly)
+    yield _TextOnly
+    METRICS.unregister("test_text_only")
+
+
+def test_several_methods_share_one_episode_list_and_report_per_class_results(trajectory_task, text_only):
     source = trajectory_task["test"]
     gen = torch.Generator().manual_seed(0)
     per_class = torch.randn(len(source.class_names), 16, generator=gen)

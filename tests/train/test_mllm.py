@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fsar_features import FeatureCache
+from fsar_metric import METRICS, register_metric
 from fsar_train import (
     CachedFeatures,
     EpisodeSampler,
@@ -108,10 +109,8 @@ def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(
     head = build_metric(tiny_config, feature_dim(test), text_dim(test)).eval()
     episodes = EpisodeList.sample(test.labels, test.video_ids, count=20, n_way=5, n_shot=1, n_query=1, seed=0)
 
-    class EpisodeOnly(torch.nn.Module):  # the same head without encode_pool: the per-episode path
-        uses_text = True
-        uses_label_free_support = True
-
+    @register_metric("test_episode_only", uses_text=True, uses_label_free_support=True)
+    class EpisodeOnly(torch.nn.Module):  # the same head, not pools_per_video: the per-episode path
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -120,7 +119,10 @@ def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(
             return self.inner(*args, **kwargs)
 
     pooled = run_episodes(head, test, episodes)
-    per_episode = run_episodes(EpisodeOnly(head), test, episodes)
+    try:
+        per_episode = run_episodes(EpisodeOnly(head), test, episodes)
+    finally:
+        METRICS.unregister("test_episode_only")
     assert (pooled[2] == per_episode[2]).all()
 
 

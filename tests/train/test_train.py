@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import fsar_train._train
-from fsar_metric import list_metrics
+from fsar_metric import list_metrics, metric_capabilities
 from fsar_train import (
     ConcatFeatures,
     EpisodeList,
+    ExperimentConfig,
     MetricConfig,
     SubsetFeatures,
     TensorFeatures,
@@ -25,6 +26,7 @@ from fsar_train import (
     lr_factor,
     run_episodes,
     train,
+    uses_class_names,
 )
 from fsar_train._train import CHECKPOINT_FORMAT
 
@@ -130,8 +132,33 @@ def test_loss_terms_are_weighted_and_a_zero_weight_on_every_term_is_an_error(
 
 def test_unknown_metric_option_names_the_accepted_ones(trajectory_task, tiny_train_config):
     cfg = apply_overrides(tiny_train_config, ["metric.options.keydim=3"])
-    with pytest.raises(ValueError, match=r"metric 'trx' takes no option\(s\) \['keydim'\]; it takes: dim"):
+    with pytest.raises(ValueError, match=r"metric 'trx' takes no option\(s\) \['keydim'\]; it takes: in_dim, "):
         build_metric(cfg, 32)
+
+
+def test_an_old_trx_dim_option_names_its_new_name(tiny_train_config):
+    cfg = apply_overrides(tiny_train_config, ["metric.options.dim=32"])
+    with pytest.raises(ValueError, match=r"metric 'trx': the option 'dim' is now called 'in_dim'"):
+        build_metric(cfg, 32)
+
+
+@pytest.mark.parametrize(("in_dim", "text_dim"), [(32, None), (48, 16), (2048, 2048), (3072, 1536)])
+def test_build_metric_sizes_follow_the_feature_widths_as_before(in_dim, text_dim):
+    # The sizes the removed DEFAULT_SIZES table gave: trx in_dim = D_in, key_dim = min(D_t, 1152); the
+    # head in_dim = D_in, text_in_dim = D_t when it differs, dim = min(D_t, 1024).
+    d_t = in_dim if text_dim is None else text_dim
+
+    def config(name: str, **options: object) -> ExperimentConfig:
+        return dataclasses.replace(ExperimentConfig(), metric=MetricConfig(name=name, options=options))
+
+    trx = build_metric(config("trx", cardinalities=[2]), in_dim, text_dim)
+    assert trx.in_dim == in_dim
+    assert trx.heads[0].key.weight.shape == (min(d_t, 1152), in_dim * 2)
+    if in_dim <= 2048:  # wider heads are slow to build on CPU; the cap is reached at 2048
+        head = build_metric(config("fsar_llava", n_heads=4), in_dim, text_dim).config
+        assert (head.in_dim, head.text_in_dim, head.dim) == (in_dim, None if d_t == in_dim else d_t, min(d_t, 1024))
+    for name in ("proto", "otam", "bimhm", "mpmm"):  # parameter-free: built with no width at all
+        assert list(build_metric(config(name), in_dim, text_dim).parameters()) == []
 
 
 def test_warmup_then_cosine_schedule():
@@ -174,7 +201,7 @@ def test_every_registered_metric_trains_and_evaluates_through_the_episode_contra
                                   n_query=1, seed=0)  # fmt: skip
     evaluated = evaluate_methods({name: result.metric}, task["test"], episodes)[name]
     assert 0 <= evaluated.accuracy <= 100
-    assert evaluated.uses_class_names == bool(getattr(result.metric, "uses_text", False))
+    assert evaluated.uses_class_names == metric_capabilities(name).uses_text
 
 
 def test_subset_and_concat_views_read_the_same_features_as_the_source():
@@ -194,6 +221,26 @@ def test_subset_and_concat_views_read_the_same_features_as_the_source():
                                                                      other.visual([0])[0]]))  # fmt: skip
     torch.testing.assert_close(both.text([6, 1], "support"), torch.stack([other.text([0], "support")[0],
                                                                           task.text([4], "support")[0]]))  # fmt: skip
+
+
+def test_whether_support_text_is_label_aware_is_declared_and_kept_by_every_view():
+    task = _text_task(0, n_classes=5, per_class=3)
+    ablated = TensorFeatures(task.visual(range(15)), task.labels, support_text=task.text(range(15), "query"),
+                             query_text=task.text(range(15), "query"), label_aware_support=False)  # fmt: skip
+    assert task.label_aware_support
+    assert not ablated.label_aware_support
+    assert not SubsetFeatures(ablated, [0, 2]).label_aware_support
+    assert not ablated.to("cpu").label_aware_support
+    held_train, held_val = hold_out_classes(ablated, SubsetFeatures(ablated, [4]), 1, seed=0)
+    assert not held_train.label_aware_support
+    assert not held_val.label_aware_support
+    with pytest.raises(ValueError, match="differs in label_aware_support"):
+        ConcatFeatures([SubsetFeatures(task, [0]), SubsetFeatures(ablated, [1])])
+    text_metric = build_metric(dataclasses.replace(ExperimentConfig(), metric=MetricConfig(name="mpmm")), 24)
+    visual_metric = build_metric(dataclasses.replace(ExperimentConfig(), metric=MetricConfig(name="otam")), 24)
+    assert uses_class_names(text_metric, task)
+    assert not uses_class_names(text_metric, ablated)
+    assert not uses_class_names(visual_metric, task)
 
 
 def test_views_refuse_bad_input():

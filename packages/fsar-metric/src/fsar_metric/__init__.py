@@ -1,7 +1,9 @@
 """fsar-metric: few-shot action recognition metrics behind one tensor contract.
 
 Every metric maps way-major support ``[N, K, T, D]`` and queries ``[Q, T, D]`` to logits ``[Q, N]``
-(larger = more similar); multimodal metrics also take ``support_text`` / ``query_text`` keywords.
+(larger = more similar); multimodal metrics also take ``support_text`` / ``query_text`` keywords. What a metric reads or
+provides beyond that is declared on its registry entry (``metric_capabilities``); ``Registry`` is the
+one name → object registry every fsar registry is built on.
 
 Example:
     >>> import torch
@@ -15,7 +17,20 @@ Example:
 
 from fsar_metric._episode import to_flat, to_way_major
 from fsar_metric._multimodal import Episode, episode_losses, score_episode
-from fsar_metric._registry import Metric, create_metric, get_metric_class, list_metrics, register_metric
+from fsar_metric._registry import (
+    METRICS,
+    Metric,
+    MetricCapabilities,
+    MetricSpec,
+    OwnsLosses,
+    PoolsPerVideo,
+    create_metric,
+    get_metric_class,
+    list_metrics,
+    metric_capabilities,
+    metric_spec,
+    register_metric,
+)
 from fsar_metric.head import (
     CTPCConfig,
     EncodedPool,
@@ -41,6 +56,7 @@ from fsar_metric.metrics import (
     otam_cumulative_distance,
     otam_distance,
 )
+from fsar_metric.registry import DuplicateNameError, Entry, Registry, UnknownNameError
 from fsar_metric.similarity import (
     CosineSimilarity,
     DotProductSimilarity,
@@ -52,14 +68,17 @@ from fsar_metric.similarity import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "METRICS",
     "OTAM",
     "TRX",
     "BiMHM",
     "CTPCConfig",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "DuplicateNameError",
     "EncodedPool",
     "EncodedVideos",
+    "Entry",
     "Episode",
     "FSARLLaVA",
     "FSARLLaVAConfig",
@@ -68,8 +87,14 @@ __all__ = [
     "MPMMConfig",
     "MPMMOutput",
     "Metric",
+    "MetricCapabilities",
+    "MetricSpec",
     "NegativeSquaredEuclidean",
+    "OwnsLosses",
+    "PoolsPerVideo",
     "ProtoNet",
+    "Registry",
+    "UnknownNameError",
     "ablation",
     "bimhm_distance",
     "build_temporal",
@@ -81,6 +106,8 @@ __all__ = [
     "list_ablations",
     "list_metrics",
     "list_similarities",
+    "metric_capabilities",
+    "metric_spec",
     "mpmm_match",
     "otam_cumulative_distance",
     "otam_distance",

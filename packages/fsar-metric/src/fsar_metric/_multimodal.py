@@ -1,8 +1,9 @@
 """The typed episode container and the two functions every trainer calls.
 
 ``Episode`` carries every tensor of one few-shot episode of features (visual and, for multimodal
-methods, textual). ``score_episode`` and ``episode_losses`` run any registered metric on it, so a
-trainer or an evaluator never needs to know whether a metric reads text or owns extra losses.
+methods, textual). ``score_episode`` and ``episode_losses`` run any registered metric on it, passing
+what its declared capabilities (``metric_capabilities``) say it reads, so a trainer or an evaluator
+never needs to know whether a metric reads text or owns extra losses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor, nn
 
+from fsar_metric._registry import metric_capabilities
 from fsar_metric._shapes import check_episode, check_text, fmt_shape
 
 __all__ = ["Episode", "episode_losses", "score_episode"]
@@ -24,8 +26,9 @@ class Episode:
     Attributes:
         support: ``[N, K, T, D_in]`` per-frame visual features of the support videos.
         query: ``[Q, T, D_in]`` per-frame visual features of the queries.
-        support_text: ``[N, K, D_in]`` text features of the support videos under the label-aware
-            (support) prompt, or None for visual-only episodes.
+        support_text: ``[N, K, D_in]`` text features of the support videos under the support
+            prompt (label-aware: it names the class; label-free only in the ablation that withholds
+            the class name), or None for visual-only episodes.
         query_text: ``[Q, D_in]`` text features of the queries under the label-free (query) prompt.
         support_text_free: ``[N, K, D_in]`` text features of the support videos under the
             label-free (query) prompt, or None.
@@ -77,8 +80,8 @@ class Episode:
         return self.support.shape[1]
 
     @property
-    def n_query(self) -> int:
-        """Total queries Q of the episode (not per class)."""
+    def n_queries_total(self) -> int:
+        """Q, the queries of the whole episode (an ``EpisodeSampler``'s ``n_query`` is per class)."""
         return self.query.shape[0]
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Episode:
@@ -96,17 +99,18 @@ class Episode:
 def score_episode(metric: nn.Module, episode: Episode) -> Tensor:
     """Run any metric on an episode, passing only what it reads.
 
-    Visual-only metrics get ``(support, query)``; metrics with ``uses_text = True`` also get the
-    support (label-aware) and query text; metrics with ``uses_label_free_support = True`` also get
-    ``support_text_free``.
+    What the metric is given follows its declared ``MetricCapabilities``: visual-only metrics get
+    ``(support, query)``; metrics declared ``uses_text`` also get the support and query text; those
+    declared ``uses_label_free_support`` also get ``support_text_free``.
 
     Returns:
         ``[Q, N]`` logits.
     """
-    if not getattr(metric, "uses_text", False):
+    capabilities = metric_capabilities(metric)
+    if not capabilities.uses_text:
         return metric(episode.support, episode.query)
     kwargs = {"support_text": episode.support_text, "query_text": episode.query_text}
-    if getattr(metric, "uses_label_free_support", False):
+    if capabilities.uses_label_free_support:
         kwargs["support_text_free"] = episode.support_text_free
     return metric(episode.support, episode.query, **kwargs)
 
@@ -114,15 +118,15 @@ def score_episode(metric: nn.Module, episode: Episode) -> Tensor:
 def episode_losses(metric: nn.Module, episode: Episode) -> dict[str, Tensor]:
     """Named loss terms of one episode; the trainer weights, sums and logs them.
 
-    A metric that defines ``losses(episode) -> dict[str, Tensor]`` supplies its own terms (the
-    FSAR-LLaVA head does); any other metric gets ``{"episode_ce": cross-entropy of its logits}``.
+    A metric declared ``owns_losses`` supplies its own terms with ``losses(episode) -> dict[str,
+    Tensor]`` (the FSAR-LLaVA head does); any other metric gets ``{"episode_ce": cross-entropy of its
+    logits}``.
 
     Raises:
         ValueError: the episode has no ``query_labels``.
     """
     if episode.query_labels is None:
         raise ValueError("episode_losses needs an episode with query_labels")
-    own = getattr(metric, "losses", None)
-    if callable(own):
-        return own(episode)
+    if metric_capabilities(metric).owns_losses:
+        return metric.losses(episode)  # type: ignore[operator]
     return {"episode_ce": nn.functional.cross_entropy(score_episode(metric, episode), episode.query_labels)}

@@ -19,7 +19,7 @@ import torch
 from rich.table import Table
 from torch import Tensor, nn
 
-from fsar_metric import score_episode
+from fsar_metric import PoolsPerVideo, metric_capabilities, score_episode
 from fsar_train._episodes import EpisodeList, video_list_hash
 from fsar_train._features import FeatureSource, TextRole, build_episode
 from fsar_train._progress import make_progress
@@ -43,11 +43,10 @@ def mean_ci(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
 
 
 def uses_class_names(metric: nn.Module, source: FeatureSource) -> bool:
-    """True when ``metric`` reads support text and the source's support text is label-aware (made with
-    the class name): privileged text compared with vision-only methods. A source serving the label-free
-    prompt under the ``support`` role (``label_aware_support`` False) does not count."""
-    label_aware = bool(getattr(source, "label_aware_support", True))
-    return bool(getattr(metric, "uses_text", False)) and "support" in source.text_roles and label_aware
+    """True when ``metric`` is declared to read text and the source's support text is label-aware
+    (made with the class name): privileged text compared with vision-only methods. A source serving
+    the label-free prompt under the ``support`` role (``label_aware_support`` False) does not count."""
+    return metric_capabilities(metric).uses_text and "support" in source.text_roles and source.label_aware_support
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class MethodResult:
         return cls(**fields, episode_accuracies=tuple(data.get("episode_accuracies", ())))
 
 
-def _encode_pool(metric: nn.Module, source: FeatureSource, device: torch.device | str) -> object:
+def _encode_pool(metric: PoolsPerVideo, source: FeatureSource, device: torch.device | str) -> object:
     """``metric.encode_pool`` over every video of ``source`` (visual, label-aware and label-free text)."""
     positions = list(range(len(source.video_ids)))
     roles = source.text_roles
@@ -134,12 +133,13 @@ def run_episodes(
     """
     was_training = metric.training
     metric.eval()
-    with_text = bool(getattr(metric, "uses_text", False))
+    capabilities = metric_capabilities(metric)
     accuracies = np.empty(len(episodes), dtype=np.float64)
     true, predicted = [], []
-    # Metrics with a per-video encoding (the FSAR-LLaVA head) encode every video of the split once
+    # Metrics declared pools_per_video (the FSAR-LLaVA head) encode every video of the split once
     # and score episodes from that pool; the result equals score_episode (tested in fsar-metric).
-    pool = _encode_pool(metric, source, device) if hasattr(metric, "encode_pool") else None
+    pooling: PoolsPerVideo | None = metric if capabilities.pools_per_video else None  # type: ignore[assignment]
+    pool = _encode_pool(pooling, source, device) if pooling is not None else None
     try:
         with make_progress(progress) as bar:
             task = bar.add_task(description, total=len(episodes), info="")
@@ -147,10 +147,10 @@ def run_episodes(
                 if pool is not None:
                     support_idx = torch.tensor(indices.support, device=device)  # [N, K]
                     query_idx = torch.tensor(list(indices.query), device=device)  # [Q]
-                    prediction = metric.score_pool(pool, support_idx, query_idx).argmax(-1).cpu()  # [Q]
+                    prediction = pooling.score_pool(pool, support_idx, query_idx).argmax(-1).cpu()  # [Q]
                 else:
                     # No class anchors: scoring never reads them.
-                    episode = build_episode(source, indices, with_text=with_text, device=device)
+                    episode = build_episode(source, indices, with_text=capabilities.uses_text, device=device)
                     prediction = score_episode(metric, episode).argmax(-1).cpu()  # [Q]
                 labels = torch.tensor(indices.query_labels)
                 accuracies[e] = float((prediction == labels).double().mean())

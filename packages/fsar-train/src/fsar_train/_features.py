@@ -1,7 +1,8 @@
 """What the trainer reads: a ``FeatureSource`` protocol, an in-memory implementation, episode assembly.
 
 A feature source is one split's videos with their class labels and cached features: per-frame
-visual features ``[T, D]`` and, optionally, one text feature ``[D]`` per prompt role. The
+visual features ``[T, D]`` and, optionally, one text feature ``[D]`` per prompt role (``TextRole``:
+the prompt a video is given as a support video or as a query). The
 fsar-features cache implements the same protocol; ``TensorFeatures`` holds tensors in memory
 (tests, the synthetic feature task, benchmarks).
 """
@@ -29,7 +30,10 @@ __all__ = [
     "hold_out_classes",
 ]
 
-#: ``support``: the label-aware prompt (names the class); ``query``: the label-free prompt.
+#: The prompt a text feature was made with, named by the role the video plays: ``support``: the run's
+#: support prompt, the label-aware prompt that names the class, except in the
+#: ``features.support_prompt = "label_free"`` ablation, where it is the label-free prompt (the source's
+#: ``label_aware_support`` says which); ``query``: the label-free (query) prompt, always.
 TextRole = Literal["support", "query"]
 
 
@@ -55,6 +59,12 @@ class FeatureSource(Protocol):
     @property
     def text_roles(self) -> frozenset[str]:
         """The prompt roles with cached text features: a subset of ``{"support", "query"}``."""
+        ...
+
+    @property
+    def label_aware_support(self) -> bool:
+        """True when the ``support`` text names the class (the label-aware prompt); False when the
+        source serves the label-free prompt's text as ``support`` text (the label-free ablation)."""
         ...
 
     def visual(self, positions: Sequence[int]) -> Tensor:
@@ -99,8 +109,9 @@ class TensorFeatures(ListedVideos):
         labels: ``[V]`` class indices into ``class_names``.
         class_names: ``[C]`` names; default ``class0 … class{C-1}``.
         video_ids: ``[V]`` ids; default ``"0" … "V-1"``.
-        support_text: ``[V, D]`` text under the label-aware prompt, or None.
+        support_text: ``[V, D]`` text under the support prompt, or None.
         query_text: ``[V, D]`` text under the label-free prompt, or None.
+        label_aware_support: whether ``support_text`` names the class (the label-aware prompt).
 
     Example:
         >>> import torch
@@ -118,6 +129,7 @@ class TensorFeatures(ListedVideos):
         video_ids: Sequence[str] | None = None,
         support_text: Tensor | None = None,
         query_text: Tensor | None = None,
+        label_aware_support: bool = True,
     ) -> None:
         if visual.dim() != 3:
             raise ValueError(f"visual must be [V, T, D], got shape {list(visual.shape)}")
@@ -139,6 +151,7 @@ class TensorFeatures(ListedVideos):
                     raise ValueError(f"{role}_text must be [{n_videos}, D], got shape {list(text.shape)}")
                 self._texts[role] = text
         self._visual = visual
+        self._label_aware_support = label_aware_support
         self._labels = label_list
         self._names = names
         self._ids = ids
@@ -146,6 +159,10 @@ class TensorFeatures(ListedVideos):
     @property
     def text_roles(self) -> frozenset[str]:
         return frozenset(self._texts)
+
+    @property
+    def label_aware_support(self) -> bool:
+        return self._label_aware_support
 
     def visual(self, positions: Sequence[int]) -> Tensor:
         return self._visual[torch.as_tensor(positions, dtype=torch.long)]
@@ -164,6 +181,7 @@ class TensorFeatures(ListedVideos):
             video_ids=self._ids,
             support_text=self._texts["support"].to(device) if "support" in self._texts else None,
             query_text=self._texts["query"].to(device) if "query" in self._texts else None,
+            label_aware_support=self._label_aware_support,
         )
 
 
@@ -199,6 +217,10 @@ class SubsetFeatures(ListedVideos):
     def text_roles(self) -> frozenset[str]:
         return self._source.text_roles
 
+    @property
+    def label_aware_support(self) -> bool:
+        return self._source.label_aware_support
+
     def _map(self, positions: Sequence[int]) -> list[int]:
         return [self._positions[p] for p in positions]
 
@@ -212,7 +234,8 @@ class SubsetFeatures(ListedVideos):
 class ConcatFeatures(ListedVideos):
     """Several sources as one: videos and classes one after the other (class names must not repeat).
 
-    Every part must have the same text roles and feature widths (checked when read).
+    Every part must have the same text roles and support prompt (checked here) and feature widths
+    (checked when read).
 
     Example:
         >>> import torch
@@ -229,6 +252,8 @@ class ConcatFeatures(ListedVideos):
         roles = {p.text_roles for p in parts}
         if len(roles) != 1:
             raise ValueError(f"sources with different text roles cannot be joined: {sorted(map(sorted, roles))}")
+        if len({p.label_aware_support for p in parts}) != 1:
+            raise ValueError("sources whose support text differs in label_aware_support cannot be joined")
         self._parts = list(parts)
         self._names: list[str] = []
         self._labels: list[int] = []
@@ -247,6 +272,10 @@ class ConcatFeatures(ListedVideos):
     @property
     def text_roles(self) -> frozenset[str]:
         return self._parts[0].text_roles
+
+    @property
+    def label_aware_support(self) -> bool:
+        return self._parts[0].label_aware_support
 
     def _gather(self, positions: Sequence[int], read: Callable[[FeatureSource, list[int]], Tensor]) -> Tensor:
         """Read each part's positions in one call and put the rows back in the asked order."""
@@ -294,7 +323,8 @@ def hold_out_classes(
 
 
 def class_anchors(source: FeatureSource) -> Tensor | None:
-    """``[C, D]`` one text anchor per class: the mean label-aware text feature of its videos.
+    """``[C, D]`` one text anchor per class: the mean ``support`` text feature of its videos (the
+    label-aware prompt's, or the label-free one's in the label-free ablation).
 
     Returns None when the source has no ``support`` text. Used by base-class losses.
     """
@@ -329,9 +359,10 @@ def build_episode(
     Args:
         source: the split's features.
         indices: positions from an ``EpisodeSampler`` / ``EpisodeList``.
-        with_text: also gather text: ``support_text`` (label-aware prompt) and ``query_text``
-            (label-free) when the source has them, and ``support_text_free`` (the label-free prompt on
-            the support videos) when it has the ``query`` role.
+        with_text: also gather text: ``support_text`` (the ``support`` role: the support prompt,
+            label-aware unless the source's ``label_aware_support`` is False) and ``query_text``
+            (label-free) when the source has them, and ``support_text_free`` (the label-free prompt
+            on the support videos, whatever the support prompt) when it has the ``query`` role.
         anchors: ``[C, D]`` class anchors to attach (base-class losses), or None.
         device: where the episode's tensors go.
         dtype: cast for floating tensors (features are often cached in fp16).

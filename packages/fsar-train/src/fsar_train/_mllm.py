@@ -91,7 +91,8 @@ class CachedFeatures(ListedVideos):
         return self._cache.visual([self._ids[p] for p in positions])
 
     def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
-        """``[B, D]`` text features under the prompt ``role``."""
+        """``[B, D]`` text features under the prompt ``role`` (``support``: the run's support prompt, the
+        label-free prompt's text when ``label_aware_support`` is False)."""
         if role not in self._roles:
             raise KeyError(f"the cache has no {role!r} text; roles: {sorted(self._roles)}")
         cached = self._support_role if role == "support" else role

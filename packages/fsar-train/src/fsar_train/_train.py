@@ -22,12 +22,9 @@ over the B episodes, as in one process (``tests/e2e/test_torchrun.py`` runs both
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import inspect
 import logging
 import os
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from fsar_features import atomic_path, atomic_write_json, atomic_write_text
-from fsar_metric import Episode, create_metric, episode_losses, get_metric_class
+from fsar_metric import Episode, create_metric, episode_losses, metric_capabilities, metric_spec
 from fsar_train._config import COSMETIC_KEYS, ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
 from fsar_train._episodes import EpisodeList, EpisodeSampler
 from fsar_train._evaluate import mean_ci, run_episodes
@@ -81,74 +78,34 @@ def text_dim(source: FeatureSource) -> int | None:
     return int(source.text([0], roles[0]).shape[-1]) if roles else None
 
 
-#: Widths that follow the feature widths when a config leaves them out, from the visual width D_in and
-#: the text width D_t (the MLLM hidden width; D_in is wider only for a spatial grid of patch states):
-#: the FSAR-LLaVA head at D = min(D_t, 1024) (1024 for the 7B models' 4096, as CLIP-FSAR-scale heads;
-#: the full width of a tiny model), trx with its key/value width at min(D_t, 1152) (TRX's 1152 for the
-#: 7B models; the model width, not the g²-times wider concatenation of a spatial grid, which made trx's
-#: projections 16x larger and its training 8x slower on the tiny model's 4 x 4 grid).
-DEFAULT_SIZES: dict[str, Callable[[int, int], dict[str, int | None]]] = {
-    "fsar_llava": lambda d_in, d_t: {
-        "in_dim": d_in,
-        "text_in_dim": None if d_t == d_in else d_t,
-        "dim": min(d_t, 1024),
-    },
-    "trx": lambda d_in, d_t: {"dim": d_in, "key_dim": min(d_t, 1152)},
-}
-
-
-def build_metric(config: ExperimentConfig, dim: int, text_dim: int | None = None) -> nn.Module:
+def build_metric(config: ExperimentConfig, in_dim: int, text_dim: int | None = None) -> nn.Module:
     """``create_metric(config.metric.name, **options)`` with widths that suit the feature widths.
 
     Args:
         config: the experiment (``metric.name`` and ``metric.options``).
-        dim: D_in, the visual feature width.
-        text_dim: D_t, the text feature width; None = ``dim``.
+        in_dim: D_in, the visual feature width.
+        text_dim: D_t, the text feature width; None = ``in_dim``.
 
-
-    Widths the options leave out come from ``DEFAULT_SIZES``; for other metrics ``in_dim`` (or else
-    ``dim``) defaults to the feature width: ``in_dim`` when the constructor names it or takes
-    ``**fields`` of a config that has it, ``dim`` when it names only that.
+    What the metric's registry entry declares (``fsar_metric.metric_spec``) sets the defaults: a metric
+    declared ``takes_in_dim`` gets ``in_dim = D_in``, and its declared ``sizes(D_in, D_t)`` the other
+    widths that follow the feature widths (the FSAR-LLaVA head ``dim = min(D_t, 1024)``, trx
+    ``key_dim = min(D_t, 1152)``); ``metric.options`` override any of them.
 
     Raises:
-        ValueError: unknown metric, or an option its constructor does not take (the message lists them).
+        ValueError: unknown metric, or an option it does not take (the message lists its options) or
+            that was renamed (trx's ``dim`` is ``in_dim``; the message says so).
     """
     name = config.metric.name
-    sizes = DEFAULT_SIZES.get(name)
-    options = {
-        **(sizes(dim, dim if text_dim is None else text_dim) if sizes is not None else {}),
-        **config.metric.options,
-    }
-    parameters = inspect.signature(get_metric_class(name).__init__).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepted = [p for p in parameters if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(config.metric.options) - set(accepted))
-    if unknown and not takes_kwargs:
-        raise ValueError(f"metric {name!r} takes no option(s) {unknown}; it takes: {', '.join(accepted)}")
-    if sizes is None:
-        # A config's `dim` is a head width, never the input width: the feature width goes to `in_dim`
-        # when the metric takes one (named, or as a field of its config dataclass), else to `dim`.
-        if "in_dim" in parameters or (takes_kwargs and "in_dim" in _config_fields(get_metric_class(name))):
-            options.setdefault("in_dim", dim)
-        elif "dim" in parameters:
-            options.setdefault("dim", dim)
-    return create_metric(name, **options)
-
-
-def _config_fields(cls: type) -> set[str]:
-    """Field names of the dataclass a metric's ``config`` parameter takes (empty when there is none)."""
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except (NameError, TypeError):
-        return set()
-    annotation = hints.get("config")
-    candidates = typing.get_args(annotation) or (annotation,)
-    return {f.name for c in candidates if dataclasses.is_dataclass(c) for f in dataclasses.fields(c)}
+    spec = metric_spec(name)
+    defaults: dict[str, Any] = {"in_dim": in_dim} if spec.takes_in_dim else {}
+    if spec.sizes is not None:
+        defaults.update(spec.sizes(in_dim, in_dim if text_dim is None else text_dim))
+    return create_metric(name, **{**defaults, **config.metric.options})
 
 
 class _EpisodeObjective(nn.Module):
-    """``episode → named loss terms``: the module DistributedDataParallel wraps (metric attributes
-    such as ``uses_text`` stay visible to ``episode_losses`` because the metric is not wrapped)."""
+    """``episode → named loss terms``: the module DistributedDataParallel wraps (``episode_losses``
+    sees the metric itself, so its declared capabilities apply)."""
 
     def __init__(self, metric: nn.Module) -> None:
         super().__init__()
@@ -420,7 +377,7 @@ def _train_loop(
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    with_text = bool(getattr(metric, "uses_text", False))
+    with_text = metric_capabilities(metric).uses_text
     anchors = class_anchors(train_source) if with_text else None
     weights = dict(tc.loss_weights)
     local = list(range(rank, tc.episodes_per_step, world))  # this rank's share of each step's episodes

@@ -218,7 +218,20 @@ class EncodedPool:
     query: EncodedVideos
 
 
-@register_metric("fsar_llava")
+@register_metric(
+    "fsar_llava",
+    uses_text=True,
+    uses_label_free_support=True,
+    pools_per_video=True,
+    owns_losses=True,
+    takes_in_dim=True,
+    # D = min(D_t, 1024): 1024 for the 7B models' 4096 (CLIP-FSAR-scale heads), the full width of a
+    # tiny model; text_in_dim only when the text width differs (a spatial grid widens D_in alone).
+    sizes=lambda in_dim, text_dim: {
+        "text_in_dim": None if text_dim == in_dim else text_dim,
+        "dim": min(text_dim, 1024),
+    },
+)
 class FSARLLaVA(nn.Module):
     """The FSAR-LLaVA head (fsar reconstruction): MFEM, CTPC and the parameter-free MPMM.
 
@@ -240,9 +253,6 @@ class FSARLLaVA(nn.Module):
         >>> head(s, q, support_text=torch.randn(5, 1, 64), query_text=torch.randn(5, 64)).shape
         torch.Size([5, 5])
     """
-
-    uses_text = True
-    uses_label_free_support = True
 
     def __init__(
         self,

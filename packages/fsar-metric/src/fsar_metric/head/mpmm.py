@@ -24,6 +24,7 @@ prototypes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -217,7 +218,7 @@ def build_temporal(config: MPMMConfig) -> nn.Module:
     return temporal
 
 
-@register_metric("mpmm")
+@register_metric("mpmm", uses_text=True)
 class MPMM(nn.Module):
     """MPMM on raw features with shot-mean prototypes (no parameters).
 
@@ -237,8 +238,6 @@ class MPMM(nn.Module):
         torch.Size([5, 5])
     """
 
-    uses_text = True
-
     def __init__(
         self,
         config: MPMMConfig | None = None,
@@ -250,6 +249,10 @@ class MPMM(nn.Module):
         super().__init__()
         if config is not None and fields:
             raise ValueError(f"give MPMM a config or fields, not both (got fields {sorted(fields)})")
+        valid = sorted(f.name for f in dataclasses.fields(MPMMConfig))
+        unknown = sorted(set(fields) - set(valid))
+        if unknown:
+            raise ValueError(f"metric 'mpmm' takes no option(s) {unknown}; MPMMConfig fields: {', '.join(valid)}")
         self.config = config if config is not None else MPMMConfig(**fields)
         check_temperature(temperature)
         self.temperature = temperature

@@ -53,8 +53,6 @@ class BiMHM(nn.Module):
         torch.Size([5, 5])
     """
 
-    uses_text = False
-
     def __init__(
         self,
         frame_similarity: str | nn.Module = "cosine",

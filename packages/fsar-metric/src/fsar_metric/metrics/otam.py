@@ -152,8 +152,6 @@ class OTAM(nn.Module):
         torch.Size([5, 5])
     """
 
-    uses_text = False
-
     def __init__(
         self,
         smoothing: float = 0.1,

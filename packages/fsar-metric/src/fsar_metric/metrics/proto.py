@@ -47,8 +47,6 @@ class ProtoNet(nn.Module):
         torch.Size([25, 5])
     """
 
-    uses_text = False
-
     def __init__(
         self,
         similarity: str | nn.Module = "cosine",

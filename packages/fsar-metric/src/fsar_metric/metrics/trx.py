@@ -120,12 +120,20 @@ class _TemporalCrossTransformer(nn.Module):
         return -distance
 
 
-@register_metric("trx")
+@register_metric(
+    "trx",
+    takes_in_dim=True,
+    # d_k = min(D_t, 1152): TRX's 1152 for the 7B models; the model width, not the g²-times wider
+    # concatenation of a spatial grid (which made the projections 16x larger on a 4 x 4 grid).
+    sizes=lambda in_dim, text_dim: {"key_dim": min(text_dim, 1152)},
+    renamed_options={"dim": "in_dim"},
+)
 class TRX(nn.Module):
     """Temporal-relational cross-transformer metric (learnable).
 
     Args:
-        dim: feature width D of the inputs.
+        in_dim: feature width D of the inputs (the keyword every metric uses for the input width;
+            ``dim`` before).
         cardinalities: tuple sizes Ω; {2, 3} as in TRX (STRM keeps only pairs).
         key_dim: d_k of the key and value maps (1152 in TRX).
         pe_scale: scale of the sinusoidal positional encoding (0.1 in TRX).
@@ -138,16 +146,14 @@ class TRX(nn.Module):
     Example:
         >>> import torch
         >>> from fsar_metric import create_metric
-        >>> trx = create_metric("trx", dim=64, key_dim=32)
+        >>> trx = create_metric("trx", in_dim=64, key_dim=32)
         >>> trx(torch.randn(5, 2, 8, 64), torch.randn(5, 8, 64)).shape
         torch.Size([5, 5])
     """
 
-    uses_text = False
-
     def __init__(
         self,
-        dim: int,
+        in_dim: int,
         cardinalities: Sequence[int] = (2, 3),
         key_dim: int = 1152,
         pe_scale: float = 0.1,
@@ -156,15 +162,15 @@ class TRX(nn.Module):
         check_finite: bool = False,
     ) -> None:
         super().__init__()
-        if dim < 1 or key_dim < 1:
-            raise ValueError(f"dim and key_dim must be positive, got dim={dim}, key_dim={key_dim}")
+        if in_dim < 1 or key_dim < 1:
+            raise ValueError(f"in_dim and key_dim must be positive, got in_dim={in_dim}, key_dim={key_dim}")
         if not cardinalities or any(w < 1 for w in cardinalities) or len(set(cardinalities)) != len(cardinalities):
             raise ValueError(f"cardinalities must be distinct positive integers, got {tuple(cardinalities)}")
         check_temperature(temperature)
-        self.dim = dim
+        self.in_dim = in_dim
         self.cardinalities = tuple(cardinalities)
         self.heads = nn.ModuleList(
-            _TemporalCrossTransformer(dim, w, key_dim, pe_scale, dropout) for w in self.cardinalities
+            _TemporalCrossTransformer(in_dim, w, key_dim, pe_scale, dropout) for w in self.cardinalities
         )
         self.temperature = temperature
         self.check_finite = check_finite
@@ -179,8 +185,8 @@ class TRX(nn.Module):
     ) -> Tensor:
         """``support [N, K, U, D]``, ``query [Q, T, D]`` → logits ``[Q, N]`` (text is ignored)."""
         check_episode(support, query)
-        if support.shape[-1] != self.dim:
-            raise ValueError(f"TRX was built for D = {self.dim}, got support of shape {list(support.shape)}")
+        if support.shape[-1] != self.in_dim:
+            raise ValueError(f"TRX was built for D = {self.in_dim}, got support of shape {list(support.shape)}")
         if self.check_finite:
             check_finite(support=support, query=query)
         logits = torch.stack([head(support, query) for head in self.heads]).mean(0)  # [Q, N]
