@@ -7,13 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-__all__ = ["DEFAULT_RUN", "UserError", "console", "err_console"]
+__all__ = ["DEFAULT_RUN", "console", "err_console"]
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 DEFAULT_RUN = Path("runs/default")
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one sentence, exit status 2."""

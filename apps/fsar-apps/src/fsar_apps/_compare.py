@@ -20,6 +20,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fsar_metric.errors import InputError
+
 __all__ = [
     "PairedDifference",
     "ReplicatedDifference",
@@ -86,11 +88,11 @@ def load_run(spec: str) -> RunResults:
 def _find(runs: list[RunResults], ref: str) -> tuple[RunResults, str]:
     label, sep, method = ref.partition("/")
     if not sep:
-        raise ValueError(f"{ref!r}: name a method as LABEL/METHOD, e.g. pretrained/fsar_llava")
+        raise InputError(f"{ref!r}: name a method as LABEL/METHOD, e.g. pretrained/fsar_llava")
     for run in runs:
         if run.label == label:
             return run, method
-    raise ValueError(f"{ref!r}: no run labelled {label!r}; labels: {', '.join(r.label for r in runs)}")
+    raise InputError(f"{ref!r}: no run labelled {label!r}; labels: {', '.join(r.label for r in runs)}")
 
 
 def paired_difference(runs: list[RunResults], a: str, b: str, shots: int) -> PairedDifference:
@@ -102,13 +104,13 @@ def paired_difference(runs: list[RunResults], a: str, b: str, shots: int) -> Pai
     (run_a, method_a), (run_b, method_b) = _find(runs, a), _find(runs, b)
     key = str(shots)
     if run_a.episode_lists.get(key) is None or run_a.episode_lists.get(key) != run_b.episode_lists.get(key):
-        raise ValueError(f"{run_a.label} and {run_b.label} did not score the same {shots}-shot test episodes")
+        raise InputError(f"{run_a.label} and {run_b.label} did not score the same {shots}-shot test episodes")
     values = []
     for run, method in ((run_a, method_a), (run_b, method_b)):
         accuracies = run.episodes.get(key, {}).get(method)
         if accuracies is None:
             known = sorted(run.episodes.get(key, {}))
-            raise ValueError(f"{run.label} has no per-episode {shots}-shot accuracies of {method!r}; it has {known}")
+            raise InputError(f"{run.label} has no per-episode {shots}-shot accuracies of {method!r}; it has {known}")
         values.append(accuracies)
     n = len(values[0])
     diffs = [100.0 * (x - y) for x, y in zip(values[0], values[1], strict=True)]
@@ -133,7 +135,7 @@ def t_quantile_975(dof: int) -> float:
         (4.303, 1.96)
     """
     if dof < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
+        raise InputError(f"degrees of freedom must be >= 1, got {dof}")
     return _T975[dof - 1] if dof <= len(_T975) else 1.96
 
 
@@ -171,7 +173,7 @@ def replicated_difference(
 
     left, right = expand(a), expand(b)
     if len(left) > 1 and len(right) > 1 and len(left) != len(right):
-        raise ValueError(f"{a!r} has {len(left)} replicates and {b!r} {len(right)}: pair groups of one size")
+        raise InputError(f"{a!r} has {len(left)} replicates and {b!r} {len(right)}: pair groups of one size")
     n = max(len(left), len(right))
     left, right = left * (n if len(left) == 1 else 1), right * (n if len(right) == 1 else 1)
     members = tuple(paired_difference(runs, x, y, shots) for x, y in zip(left, right, strict=True))

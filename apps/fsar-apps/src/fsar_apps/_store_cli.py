@@ -9,7 +9,8 @@ import torch
 import typer
 from rich.table import Table
 
-from fsar_apps._common import DEFAULT_RUN, UserError, console
+from fsar_apps._common import DEFAULT_RUN, console
+from fsar_metric.errors import InputError
 
 if TYPE_CHECKING:
     from fsar_apps.store import PrototypeStore, TrainedRun
@@ -36,7 +37,7 @@ def _run_and_nonempty_store(run_dir: Path, uri: str | None) -> tuple[TrainedRun,
     run = _store().load_trained_run(run_dir)
     store = _store().open_run_store(run, uri)
     if len(store) == 0:
-        raise UserError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
+        raise InputError(f"the store at {store.uri} is empty: add actions with `fsar store add` or `fsar store build`")
     return run, store
 
 

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fsar_apps._common import DEFAULT_RUN, UserError, console, err_console
+from fsar_apps._common import DEFAULT_RUN, console, err_console
 from fsar_apps._store_cli import store_app
+from fsar_metric.errors import FsarError, InputError, as_input_error
 
 __all__ = ["app", "build_config", "main", "run_main_job"]
 
@@ -73,22 +74,19 @@ def build_config(
     device: str | None = None,
     overrides: list[str] | None = None,
 ) -> Any:
-    """``fsar_train.build_config`` (data × method × features), its errors as ``UserError``."""
+    """``fsar_train.build_config`` (data × method × features)."""
     from fsar_train import build_config as compose
 
-    try:
-        return compose(
-            preset,
-            benchmark=benchmark,
-            data_root=data_root,
-            split_dir=split_dir,
-            model=model,
-            backend=backend,
-            device=device,
-            overrides=overrides or [],
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
+    return compose(
+        preset,
+        benchmark=benchmark,
+        data_root=data_root,
+        split_dir=split_dir,
+        model=model,
+        backend=backend,
+        device=device,
+        overrides=overrides or [],
+    )
 
 
 def _check_data(config: Any) -> None:
@@ -97,12 +95,12 @@ def _check_data(config: Any) -> None:
         return
     root = Path(data.root)
     if not root.is_dir():
-        raise UserError(f"the data root {root} does not exist; pass --data-root with the folder holding the videos")
+        raise InputError(f"the data root {root} does not exist; pass --data-root with the folder holding the videos")
     if data.format == "split_files":
         for split in ("train", "val", "test"):
             listed = getattr(data, f"{split}_list")
             if not listed or not Path(listed).is_file():
-                raise UserError(f"the {split} split list {listed or '(not set)'} does not exist; pass --split-dir")
+                raise InputError(f"the {split} split list {listed or '(not set)'} does not exist; pass --split-dir")
 
 
 # ----------------------------------------------------------------------------- the main job
@@ -230,7 +228,7 @@ def extract(ctx: typer.Context, preset: SubPresetOpt = None, run_dir: SubRunDirO
 
     config, folder = _config_from(ctx, preset=preset, run_dir=run_dir, set=set_)
     if config.features.source != "mllm":
-        raise UserError(f"features.source is {config.features.source!r}; extraction is for the 'mllm' source")
+        raise InputError(f"features.source is {config.features.source!r}; extraction is for the 'mllm' source")
     _check_data(config)
     folder.mkdir(parents=True, exist_ok=True)
     sources, _ = load_sources(config, folder)
@@ -270,10 +268,7 @@ def pretrain(
 
     config, _ = _config_from(ctx, preset=preset, set=set_)
     command = "uv run apps/train " + " ".join(sys.argv[1:]) if sys.argv[1:] else "uv run apps/train pretrain"
-    try:
-        done = pretrain_video_llava(config, out, progress=True, command=command)
-    except (ValueError, FileExistsError) as err:
-        raise UserError(str(err)) from None
+    done = pretrain_video_llava(config, out, progress=True, command=command)
     console.print(pretrain_table(done))
     console.print(f"model: {done.out_dir} ({done.seconds:.0f} s); loss curve: {done.out_dir / 'loss.png'}")
 
@@ -308,36 +303,33 @@ def compare(
         replicated_difference,
     )
 
-    try:
-        loaded = [load_run(spec) for spec in runs]
-        labels = {run.label for run in loaded}
-        groups: dict[str, list[str]] = {}
-        for spec in group or []:
-            name, sep, members = spec.partition("=")
-            names = [m.strip() for m in members.split(",") if m.strip()]
-            if not sep or not name.strip() or not names:
-                raise ValueError(f"--group {spec!r}: write 'NAME=LABEL,LABEL,...'")
-            unknown = [m for m in names if m not in labels]
-            if unknown:
-                raise ValueError(
-                    f"--group {name.strip()!r}: no run labelled {unknown}; labels: {', '.join(sorted(labels))}"
-                )
-            if name.strip() in labels:
-                raise ValueError(f"--group {name.strip()!r}: the name is also a run label; choose another")
-            groups[name.strip()] = names
-        shots = sorted({int(k) for run in loaded for k in run.summary})
-        diffs, replicated = [], []
-        for spec in paired or []:
-            a, sep, b = spec.partition(" - ")
-            if not sep:
-                raise ValueError(f"--paired {spec!r}: write 'LABEL/METHOD - LABEL/METHOD'")
-            a, b = a.strip(), b.strip()
-            if a.partition("/")[0] in groups or b.partition("/")[0] in groups:
-                replicated += [replicated_difference(loaded, groups, a, b, k) for k in shots]
-            else:
-                diffs += [paired_difference(loaded, a, b, k) for k in shots]
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(str(err)) from None
+    loaded = [load_run(spec) for spec in runs]
+    labels = {run.label for run in loaded}
+    groups: dict[str, list[str]] = {}
+    for spec in group or []:
+        name, sep, members = spec.partition("=")
+        names = [m.strip() for m in members.split(",") if m.strip()]
+        if not sep or not name.strip() or not names:
+            raise InputError(f"--group {spec!r}: write 'NAME=LABEL,LABEL,...'")
+        unknown = [m for m in names if m not in labels]
+        if unknown:
+            raise InputError(
+                f"--group {name.strip()!r}: no run labelled {unknown}; labels: {', '.join(sorted(labels))}"
+            )
+        if name.strip() in labels:
+            raise InputError(f"--group {name.strip()!r}: the name is also a run label; choose another")
+        groups[name.strip()] = names
+    shots = sorted({int(k) for run in loaded for k in run.summary})
+    diffs, replicated = [], []
+    for spec in paired or []:
+        a, sep, b = spec.partition(" - ")
+        if not sep:
+            raise InputError(f"--paired {spec!r}: write 'LABEL/METHOD - LABEL/METHOD'")
+        a, b = a.strip(), b.strip()
+        if a.partition("/")[0] in groups or b.partition("/")[0] in groups:
+            replicated += [replicated_difference(loaded, groups, a, b, k) for k in shots]
+        else:
+            diffs += [paired_difference(loaded, a, b, k) for k in shots]
     title = "test accuracy (%), mean ± 95% CI over each run's test episodes"
     console.print(comparison_table(loaded, diffs, title, replicated))
     if markdown is not None:
@@ -377,18 +369,19 @@ def prompts(
     ] = "Pushing [something] from left to right",
 ) -> None:
     """Show the exact prompts (support: label-aware; query: label-free) and their ids."""
-    from fsar_prompts import list_benchmarks, list_families, render_prompt, scenario_for
+    from fsar_prompts import PromptError, list_benchmarks, list_families, render_prompt, scenario_for
 
     if family not in list_families():
-        raise UserError(f"unknown MLLM family {family!r}; valid: {', '.join(list_families())}")
+        raise InputError(f"unknown MLLM family {family!r}; valid: {', '.join(list_families())}")
     scenario = scenario_for(benchmark) if benchmark in list_benchmarks() else None
     if scenario is None:
-        raise UserError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")
+        raise InputError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")
     table = Table(title=f"{family} prompts, scenario {scenario!r} ({benchmark})", show_lines=True)
     for column in ("role", "id", "text"):
         table.add_column(column)
     for role, kwargs in (("query", {}), ("support", {"label": label}), ("label", {"label": label})):
-        rendered = render_prompt(family, role, scenario, **kwargs)
+        with as_input_error(PromptError, context="--label: "):
+            rendered = render_prompt(family, role, scenario, **kwargs)
         table.add_row(role, rendered.id, rendered.text)
     console.print(table)
 
@@ -402,22 +395,16 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=True)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    except UserError as err:
-        err_console.print(f"[red]error:[/red] {err}")
-        return 2
-    except FileNotFoundError as err:
-        err_console.print(f"[red]error:[/red] {err.strerror or err}: {err.filename or ''}".rstrip(": "))
+    except FsarError as err:  # what fsar raises on purpose: one sentence, no traceback
+        err_console.print(f"[red]error:[/red] {err}", highlight=False)
         return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback
         from fsar_features import describe_os_error
 
         message = describe_os_error(err)
         if message is None:
-            raise
+            raise  # anything else is a bug: its traceback shows
         err_console.print(f"[red]error:[/red] {message}", highlight=False)
-        return 2
-    except ValueError as err:  # includes the store's StoreMismatchError
-        err_console.print(f"[red]error:[/red] {err}")
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; run the same command again to resume")

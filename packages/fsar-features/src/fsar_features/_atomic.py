@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fsar_metric.errors import FsarError
+
 __all__ = [
     "TEMP_GLOB",
     "WriteError",
@@ -54,7 +56,7 @@ _OS_FAULTS: dict[int, tuple[str, str]] = {
 _TORCH_WRITE_FAILURES = ("file write failed", "unexpected pos")
 
 
-class WriteError(OSError):
+class WriteError(FsarError, OSError):
     """A file could not be written; ``str()`` is one sentence naming the file, the cause and the fix.
 
     ``errno`` is the file system's (``EIO`` for a short write) and ``filename`` the file meant, so

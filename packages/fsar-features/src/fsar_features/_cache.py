@@ -69,6 +69,7 @@ from torch import Tensor
 from fsar_features._atomic import TEMP_GLOB, atomic_write_bytes, create_exclusive
 from fsar_features._decode import VideoFeatures
 from fsar_features._recipe import FORMAT_VERSION, FeatureRecipe
+from fsar_metric.errors import InputError, MissingFileError
 
 __all__ = [
     "STALE_AFTER_S",
@@ -237,7 +238,7 @@ class FeatureCache:
         """
         path = Path(root) / "recipe.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{root} is not a feature cache: it has no recipe.json")
+            raise MissingFileError(f"{root} is not a feature cache: it has no recipe.json")
         return cls(root, FeatureRecipe.from_json(json.loads(path.read_text())))
 
     @classmethod
@@ -254,7 +255,7 @@ class FeatureCache:
         if not create_exclusive(root / "recipe.json", data):
             existing = FeatureRecipe.from_json(json.loads((root / "recipe.json").read_text()))
             if existing != recipe:
-                raise ValueError(
+                raise InputError(
                     f"the feature cache {str(root)!r} was made with another recipe, and a cache never mixes "
                     f"recipes; differences: {_recipe_diff(existing, recipe)}. Use a new folder for this recipe."
                 )
@@ -299,7 +300,7 @@ class FeatureCache:
         for name in names:
             fragment = json.loads((manifest / name).read_text())
             if fragment.get("recipe") != self.recipe.hash:
-                raise ValueError(
+                raise InputError(
                     f"manifest fragment {name} was written for recipe {fragment.get('recipe')}, "
                     f"not this cache's {self.recipe.hash}"
                 )
@@ -518,11 +519,11 @@ class FeatureCache:
             KeyError: a video that is not cached.
         """
         if role not in self.recipe.roles:
-            raise ValueError(f"unknown role {role!r} for this cache; its roles: {', '.join(self.recipe.roles)}")
+            raise InputError(f"unknown role {role!r} for this cache; its roles: {', '.join(self.recipe.roles)}")
         entries = [self.entry(v) for v in video_ids]
         missing = [e.video_id for e in entries if role not in e.text_rows]
         if missing:
-            raise ValueError(f"videos without a {role!r} text feature (no label?): {missing[:10]}")
+            raise InputError(f"videos without a {role!r} text feature (no label?): {missing[:10]}")
         return self._gather(_TEXT_PREFIX + role, [(e.shard, e.text_rows[role]) for e in entries], dtype)
 
     def features(self, video_id: str) -> VideoFeatures:
@@ -595,7 +596,7 @@ class CacheWriter:
 
     def __init__(self, cache: FeatureCache, writer_id: str, videos_per_shard: int = 256) -> None:
         if videos_per_shard < 1:
-            raise ValueError(f"videos_per_shard must be at least 1, got {videos_per_shard}")
+            raise InputError(f"videos_per_shard must be at least 1, got {videos_per_shard}")
         self.cache = cache
         self.writer_id = writer_id
         self.videos_per_shard = videos_per_shard
@@ -619,20 +620,20 @@ class CacheWriter:
         """
         recipe = self.cache.recipe
         if features.recipe != recipe:
-            raise ValueError(
+            raise InputError(
                 f"video {features.video_id!r} was extracted with another recipe than the cache "
                 f"{str(self.cache.root)!r} holds, and a cache never mixes recipes; differences: "
                 f"{_recipe_diff(recipe, features.recipe, 'the video')}"
             )
         expected = (recipe.n_frames, recipe.visual_dim)
         if tuple(features.visual.shape) != expected:
-            raise ValueError(
+            raise InputError(
                 f"video {features.video_id!r} has visual features of shape {list(features.visual.shape)}, and this "
                 f"cache's recipe stores [T, D_v] = {list(expected)}"
             )
         for role, vector in features.text.items():
             if tuple(vector.shape) != (recipe.dim,):
-                raise ValueError(
+                raise InputError(
                     f"video {features.video_id!r} has a {role!r} text vector of shape {list(vector.shape)}, and this "
                     f"cache's recipe stores [D_in] = [{recipe.dim}]"
                 )
@@ -671,7 +672,7 @@ class CacheWriter:
         for name, tensor in tensors.items():
             stored = tensor.detach().to("cpu", self._dtype).contiguous()
             if not torch.isfinite(stored).all():
-                raise ValueError(
+                raise InputError(
                     f"features overflow {self.cache.recipe.storage_dtype} ({name}: largest |x| = "
                     f"{tensor.abs().max().item():.3g}); use storage_dtype='bfloat16' or 'float32'"
                 )

@@ -25,6 +25,7 @@ from fsar_features._decode import list_text_poolings, list_visual_poolings
 from fsar_features._extract import ROLES, ExtractionConfig, VideoItem, extract_features
 from fsar_features._registry import list_backends
 from fsar_features._sampling import list_samplers
+from fsar_metric.errors import FsarError, InputError
 
 __all__ = ["VIDEO_EXTENSIONS", "find_videos", "main"]
 
@@ -46,9 +47,9 @@ def find_videos(root: str | Path, labels: str = "none") -> list[VideoItem]:
     """
     root = Path(root)
     if labels not in ("none", "folder"):
-        raise ValueError(f"unknown labels mode {labels!r}; valid: none, folder")
+        raise InputError(f"unknown labels mode {labels!r}; valid: none, folder")
     if not root.is_dir():
-        raise ValueError(f"{str(root)!r} is not a folder of videos")
+        raise InputError(f"{str(root)!r} is not a folder of videos")
     named = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     # A folder named like a video, or a link to nothing: said, not skipped silently.
     odd = [p for p in named if not p.is_file()]
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend_kwargs = {}
         if args.backend in _TINY:
             if args.model or args.dtype:
-                raise ValueError(f"--model and --dtype do not apply to {args.backend}")
+                raise InputError(f"--model and --dtype do not apply to {args.backend}")
             if args.device:
                 backend_kwargs["device"] = args.device
         else:
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WriteError as error:  # a full disk, a read-only folder: committed work is kept, a rerun resumes
         print(f"fsar-features: error: {error}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as error:
+    except FsarError as error:  # what fsar raises on purpose; anything else is a bug and keeps its traceback
         print(f"fsar-features: error: {error}", file=sys.stderr)
         return 2
     print(summary.describe())

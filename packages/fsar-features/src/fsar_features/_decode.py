@@ -37,6 +37,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 
 from fsar_features._recipe import FeatureRecipe, register_visual_width
+from fsar_metric.errors import InputError
 
 __all__ = [
     "LayerSpec",
@@ -96,7 +97,7 @@ _LABEL_TEXT_POOLINGS: set[str] = set()  # text poolings that read TextPoolingCon
 def _register(table: dict, kind: str, name: str) -> Callable:
     def decorator(fn: Callable) -> Callable:
         if name in table:
-            raise ValueError(f"a {kind} named {name!r} is already registered")
+            raise InputError(f"a {kind} named {name!r} is already registered")
         table[name] = fn
         return fn
 
@@ -163,7 +164,7 @@ def text_pooling_needs_label(name: str) -> bool:
         ValueError: an unknown pooling.
     """
     if name not in _TEXT_POOLINGS:
-        raise ValueError(f"unknown text pooling {name!r}; valid: {', '.join(list_text_poolings())}")
+        raise InputError(f"unknown text pooling {name!r}; valid: {', '.join(list_text_poolings())}")
     return name in _LABEL_TEXT_POOLINGS
 
 
@@ -223,7 +224,7 @@ def patch_grid_side(n_tokens: int, has_cls: bool) -> int:
     side = math.isqrt(max(n_patches, 0))
     if n_patches < 1 or side * side != n_patches:
         cls = " after dropping the CLS token" if has_cls else " (no CLS token)"
-        raise ValueError(
+        raise InputError(
             f"a frame's {n_patches} patch tokens{cls} are not a square grid, so grid pooling is not defined "
             f"(V = {n_tokens} video tokens per frame)"
         )
@@ -234,7 +235,7 @@ def _grid_pooling(cells: int) -> Callable[[Tensor, VisualPoolingContext], Tensor
     def pool(tokens: Tensor, context: VisualPoolingContext) -> Tensor:
         side = patch_grid_side(tokens.shape[1], context.has_cls)
         if side % cells:
-            raise ValueError(
+            raise InputError(
                 f"grid{cells} pooling needs the {side}×{side} patch grid to split into {cells}×{cells} equal "
                 f"cells, and {cells} does not divide {side}; valid: grid{{g}} with g dividing {side}"
             )
@@ -272,13 +273,13 @@ def _mean_text(tokens: Tensor, context: TextPoolingContext) -> Tensor:
 @register_text_pooling("label", needs_label=True)
 def _label_text(tokens: Tensor, context: TextPoolingContext) -> Tensor:
     if not context.label_positions:
-        raise ValueError(
+        raise InputError(
             "text pooling 'label' averages the class-name tokens of a label-aware prompt, and this prompt has "
             "none (a query prompt never carries a class name); use 'last' or 'mean' for it"
         )
     positions = torch.tensor(context.label_positions, dtype=torch.long, device=tokens.device)
     if int(positions.min()) < 0 or int(positions.max()) >= tokens.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"label token positions {list(context.label_positions)} fall outside the {tokens.shape[0]} tokens "
             f"after the video"
         )
@@ -305,15 +306,15 @@ def resolve_layers(spec: LayerSpec, n_layers: int) -> tuple[int, ...]:
     """
     if isinstance(spec, str):
         if spec not in _LAYER_PRESETS:
-            raise ValueError(f"unknown layer preset {spec!r}; presets: {', '.join(list_layer_presets())}")
+            raise InputError(f"unknown layer preset {spec!r}; presets: {', '.join(list_layer_presets())}")
         return _LAYER_PRESETS[spec](n_layers)
     indices = list(spec) if isinstance(spec, Sequence) else [spec]
     if not indices:
-        raise ValueError("an empty layer list; give at least one hidden-state index")
+        raise InputError("an empty layer list; give at least one hidden-state index")
     out = set()
     for index in indices:
         if isinstance(index, bool) or not isinstance(index, int) or not -(n_layers + 1) <= index <= n_layers:
-            raise ValueError(
+            raise InputError(
                 f"layer {index!r} is outside the hidden states of a {n_layers}-layer decoder: valid indices are "
                 f"0 (embeddings) … {n_layers} (last), or -1 … -{n_layers + 1}"
             )
@@ -346,15 +347,15 @@ def find_video_span(input_ids: Tensor | Sequence[int], video_token_id: int, n_vi
     ids = torch.as_tensor(input_ids)
     positions = (ids == video_token_id).nonzero().flatten()
     if positions.numel() == 0:
-        raise ValueError(f"no video tokens (id {video_token_id}) in the sequence")
+        raise InputError(f"no video tokens (id {video_token_id}) in the sequence")
     start, end = int(positions[0]), int(positions[-1]) + 1
     if end - start != positions.numel():
-        raise ValueError(
+        raise InputError(
             f"the video tokens (id {video_token_id}) are not one contiguous span: {positions.numel()} tokens "
             f"between positions {start} and {end - 1}"
         )
     if positions.numel() != n_video_tokens:
-        raise ValueError(f"expected T·V = {n_video_tokens} video tokens, found {positions.numel()}")
+        raise InputError(f"expected T·V = {n_video_tokens} video tokens, found {positions.numel()}")
     return start, end
 
 
@@ -375,9 +376,9 @@ def pool_visual(video_states: Tensor, n_frames: int, pooling: str = "mean", *, h
             square grid or a grid side that g does not divide.
     """
     if pooling not in _VISUAL_POOLINGS:
-        raise ValueError(f"unknown visual pooling {pooling!r}; valid: {', '.join(list_visual_poolings())}")
+        raise InputError(f"unknown visual pooling {pooling!r}; valid: {', '.join(list_visual_poolings())}")
     if video_states.shape[0] % n_frames:
-        raise ValueError(f"a video span of {video_states.shape[0]} tokens does not split into T = {n_frames} frames")
+        raise InputError(f"a video span of {video_states.shape[0]} tokens does not split into T = {n_frames} frames")
     tokens = rearrange(video_states, "(t v) d -> t v d", t=n_frames)
     return _VISUAL_POOLINGS[pooling](tokens, VisualPoolingContext(has_cls=has_cls))
 
@@ -407,9 +408,9 @@ def pool_text(text_states: Tensor, pooling: str = "last", *, label_positions: Se
         ValueError: unknown pooling, no tokens, or ``label`` without label positions.
     """
     if pooling not in _TEXT_POOLINGS:
-        raise ValueError(f"unknown text pooling {pooling!r}; valid: {', '.join(list_text_poolings())}")
+        raise InputError(f"unknown text pooling {pooling!r}; valid: {', '.join(list_text_poolings())}")
     if text_states.shape[0] == 0:
-        raise ValueError("no text tokens after the video span: the prompt must continue after the video")
+        raise InputError("no text tokens after the video span: the prompt must continue after the video")
     positions = None if label_positions is None else tuple(int(p) for p in label_positions)
     return _TEXT_POOLINGS[pooling](text_states, TextPoolingContext(label_positions=positions))
 
@@ -452,13 +453,13 @@ class VideoFeatures:
         if not isinstance(self.recipe, FeatureRecipe):
             raise TypeError(f"VideoFeatures.recipe must be a FeatureRecipe, got {type(self.recipe).__name__}")
         if set(self.text) != set(self.prompt_ids):
-            raise ValueError(
+            raise InputError(
                 f"video {self.video_id!r} has text features for roles {sorted(self.text)} and prompt ids for "
                 f"{sorted(self.prompt_ids)}; they must name the same roles"
             )
         unknown = sorted(set(self.text) - set(self.recipe.roles))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"video {self.video_id!r} has text features for roles {unknown} that its recipe does not run "
                 f"(roles: {', '.join(self.recipe.roles)})"
             )

@@ -54,7 +54,8 @@ from fsar_features._recipe import FeatureRecipe
 from fsar_features._registry import FeatureBackend, create_backend
 from fsar_features._sampling import list_samplers
 from fsar_features._video import VideoClip, VideoReadError, read_frames
-from fsar_prompts import RenderedPrompt, render_prompt
+from fsar_metric.errors import InputError, as_input_error
+from fsar_prompts import PromptError, RenderedPrompt, render_prompt
 
 __all__ = [
     "ExtractionConfig",
@@ -150,9 +151,9 @@ class ExtractionConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise InputError(message)
         if "query" in self.roles and text_pooling_needs_label(self.text_pooling_for("query")):
-            raise ValueError(
+            raise InputError(
                 f"the query role's text pooling is {self.text_pooling_for('query')!r}, which averages class-name "
                 f"tokens, and a query prompt never carries a class name; set query_text_pooling='mean' (or 'last')"
             )
@@ -164,7 +165,7 @@ class ExtractionConfig:
             ValueError: an unknown role.
         """
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; valid: {list(ROLES)}")
+            raise InputError(f"unknown role {role!r}; valid: {list(ROLES)}")
         own = {"query": self.query_text_pooling, "support": self.support_text_pooling}[role]
         return own if own is not None else self.text_pooling
 
@@ -261,10 +262,10 @@ def resolve_shard(shard: tuple[int, int] | str | None = None) -> tuple[int, int]
             i_text, n_text = shard.split("/")
             shard = (int(i_text), int(n_text))
         except ValueError:
-            raise ValueError(f"shard must look like 'i/n' (e.g. '0/4'), got {shard!r}") from None
+            raise InputError(f"shard must look like 'i/n' (e.g. '0/4'), got {shard!r}") from None
     i, n = shard
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard ({i}, {n}) is invalid: need n ≥ 1 and 0 ≤ i < n")
+        raise InputError(f"shard ({i}, {n}) is invalid: need n ≥ 1 and 0 ≤ i < n")
     return int(i), int(n)
 
 
@@ -325,11 +326,12 @@ class FeatureExtractor:
         self.config = config or ExtractionConfig()
         self.layers = resolve_layers(self.config.layers, self.backend.n_layers)
         if self.config.visual_pooling == "cls" and not self.backend.has_cls:
-            raise ValueError(
+            raise InputError(
                 f"visual pooling 'cls' needs a CLS token per frame, and backend {self.backend.name!r} has none; "
                 f"use 'mean'"
             )
-        self.query_prompt = render_prompt(self.backend.family, "query", self.config.scenario)
+        with as_input_error(PromptError):  # an unknown scenario or chat family: the user's value
+            self.query_prompt = render_prompt(self.backend.family, "query", self.config.scenario)
         self._n_video = self.config.n_frames * self.backend.tokens_per_frame
         query_ids = self.backend.tokenize(self.query_prompt, self.config.n_frames)
         _, self._prefix_len = find_video_span(query_ids, self.backend.video_token_id, self._n_video)
@@ -412,7 +414,7 @@ class FeatureExtractor:
         ids = self.backend.tokenize(prompt, self.config.n_frames)
         if ids[: self._prefix_len] != self._prefix_ids:
             # Visual features are shared across prompts only when the text before the video is.
-            raise ValueError(
+            raise InputError(
                 f"prompt {prompt.id} ({prompt.role}) does not share the text before the video with the query "
                 f"prompt, so its visual features would differ; keep role wording after the video"
             )
@@ -430,12 +432,13 @@ class FeatureExtractor:
         if "query" in self.config.roles:
             out["query"] = [self.query_prompt] * len(labels)
         if "support" in self.config.roles and any(label is not None for label in labels):
-            out["support"] = [
-                None
-                if label is None
-                else render_prompt(self.backend.family, "support", self.config.scenario, label=label)
-                for label in labels
-            ]
+            with as_input_error(PromptError, context="a class label the support prompt cannot take: "):
+                out["support"] = [
+                    None
+                    if label is None
+                    else render_prompt(self.backend.family, "support", self.config.scenario, label=label)
+                    for label in labels
+                ]
         return out
 
     @torch.inference_mode()
@@ -457,10 +460,10 @@ class FeatureExtractor:
         """
         labels = list(labels) if labels is not None else [None] * len(clips)
         if not len(clips) == len(video_ids) == len(labels) or not clips:
-            raise ValueError(f"need B ≥ 1 clips, ids and labels, got {len(clips)}, {len(video_ids)}, {len(labels)}")
+            raise InputError(f"need B ≥ 1 clips, ids and labels, got {len(clips)}, {len(video_ids)}, {len(labels)}")
         for vid, clip in zip(video_ids, clips, strict=True):
             if clip.frames.shape[0] != self.config.n_frames:
-                raise ValueError(
+                raise InputError(
                     f"clip {vid!r} has {clip.frames.shape[0]} frames, the config says T = {self.config.n_frames}"
                 )
         frames = np.stack([np.asarray(c.frames) for c in clips])  # [B, T, H, W, 3]
@@ -500,7 +503,7 @@ class FeatureExtractor:
                     self._pool_text(role, hidden[b, end : end + len(rows[b])], prompts[role][b]) for b in range(n)
                 ]
             if not visual:  # no role at all cannot happen (config checks), kept for clarity
-                raise ValueError("no prompt role to run")
+                raise InputError("no prompt role to run")
 
         results = []
         for b in range(n):
@@ -545,7 +548,7 @@ def _as_items(items: Iterable[VideoItem | tuple]) -> list[VideoItem]:
     seen: set[str] = set()
     dups = sorted({it.video_id for it in out if it.video_id in seen or seen.add(it.video_id)})
     if dups:
-        raise ValueError(f"video ids must be unique; repeated: {dups[:10]}")
+        raise InputError(f"video ids must be unique; repeated: {dups[:10]}")
     return out
 
 
@@ -631,7 +634,7 @@ def extract_features(
     if isinstance(backend, str):
         backend = create_backend(backend, **(backend_kwargs or {}))
     elif backend_kwargs:
-        raise ValueError("backend_kwargs only apply when backend is a registered name")
+        raise InputError("backend_kwargs only apply when backend is a registered name")
     extractor = FeatureExtractor(backend, config)
     cache = FeatureCache.create(cache_dir, extractor.recipe)
     assigned = [it for it in all_items if shard_of(it.video_id, n) == i]

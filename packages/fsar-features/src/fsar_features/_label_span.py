@@ -26,6 +26,7 @@ import re
 
 from fsar_features._decode import find_video_span
 from fsar_features._registry import FeatureBackend
+from fsar_metric.errors import InputError
 from fsar_prompts import NormalizedLabel, RenderedPrompt, render_prompt
 
 __all__ = ["label_char_spans", "label_token_positions"]
@@ -54,13 +55,13 @@ def label_char_spans(prompt: RenderedPrompt) -> tuple[tuple[int, int], ...]:
     """
     if prompt.label_text is None or prompt.suffix is None:
         what = "carries no class name" if prompt.label_text is None else "has no video (a text-only prompt)"
-        raise ValueError(f"prompt {prompt.id} ({prompt.role}) {what}, so it has no class-name tokens after a video")
+        raise InputError(f"prompt {prompt.id} ({prompt.role}) {what}, so it has no class-name tokens after a video")
     spans = _spans_from_template(prompt, prompt.label_text, prompt.suffix)
     if spans is not None:
         return spans
     starts = [m.start() for m in re.finditer(re.escape(prompt.label_text), prompt.suffix)]
     if len(starts) != 1:
-        raise ValueError(
+        raise InputError(
             f"the label text {prompt.label_text!r} occurs {len(starts)} times in the suffix of prompt {prompt.id} "
             f"(template {prompt.template_id!r}, not one fsar-prompts can render again), so its place is unknown: "
             f"{prompt.suffix!r}"
@@ -127,7 +128,7 @@ def label_token_positions(backend: FeatureBackend, prompt: RenderedPrompt, n_fra
     covered = {c for i in positions for c in range(*offsets[i])}
     missing = [c - base for a, b in chars for c in range(a, b) if c not in covered and not _is_space(prompt, c - base)]
     if not positions or missing or positions[0] < end:
-        raise ValueError(
+        raise InputError(
             f"could not map the label {prompt.label_text!r} of prompt {prompt.id} to tokens after the video: "
             f"tokens {positions} (video ends at {end}), label characters without a token at suffix offsets "
             f"{missing[:10]}"

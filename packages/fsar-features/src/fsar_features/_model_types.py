@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from fsar_metric.errors import InputError, MissingFileError
+
 __all__ = ["backend_for_model", "list_model_types", "register_model_type"]
 
 _MODEL_TYPES: dict[str, str] = {}
@@ -28,7 +30,7 @@ def register_model_type(model_type: str, backend: str) -> None:
         ValueError: ``model_type`` is already registered.
     """
     if model_type in _MODEL_TYPES:
-        raise ValueError(f"model_type {model_type!r} is already registered (backend {_MODEL_TYPES[model_type]!r})")
+        raise InputError(f"model_type {model_type!r} is already registered (backend {_MODEL_TYPES[model_type]!r})")
     _MODEL_TYPES[model_type] = backend
 
 
@@ -54,19 +56,19 @@ def _config_file(ref: str) -> Path:
         if (local / "config.json").is_file():
             return local / "config.json"
         what = "has no config.json" if local.is_dir() else "does not exist"
-        raise FileNotFoundError(f"cannot choose a feature backend for {ref!r}: the folder {what}")
+        raise MissingFileError(f"cannot choose a feature backend for {ref!r}: the folder {what}")
     from transformers.utils import cached_file
 
     try:
         found = cached_file(ref, "config.json", _raise_exceptions_for_missing_entries=False)
     except OSError as error:  # a malformed hub id, or a failed download
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"cannot choose a feature backend for {ref!r}: reading its config.json failed ({error})"
         ) from None
     if found is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         why = "downloads are off (HF_HUB_OFFLINE=1)" if offline else "the hub has no config.json for it"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"cannot choose a feature backend for {ref!r}: it is neither a local checkpoint folder nor in the "
             f"Hugging Face cache, and {why}"
         )
@@ -100,7 +102,7 @@ def backend_for_model(model: str | os.PathLike[str]) -> str:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(
+        raise InputError(
             f"cannot choose a feature backend for {ref!r}: {path} is not readable JSON ({error})"
         ) from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
@@ -108,7 +110,7 @@ def backend_for_model(model: str | os.PathLike[str]) -> str:
         return _MODEL_TYPES[model_type]
     supported = ", ".join(f"{t} → {b}" for t, b in list_model_types().items())
     found = f"model_type {model_type!r}" if model_type is not None else "no model_type"
-    raise ValueError(
+    raise InputError(
         f"checkpoint {ref!r} has {found} in its config.json, which no feature backend supports "
         f"(supported model types: {supported}); choose a backend explicitly with --backend"
     )

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fsar_metric.errors import InputError
+
 __all__ = ["FORMAT_VERSION", "FeatureRecipe", "register_visual_width", "visual_width"]
 
 #: The cache layout version (``FeatureRecipe.format_version``).
@@ -40,7 +42,7 @@ def register_visual_width(pooling: str, width: Callable[[int], int]) -> None:
         ValueError: ``pooling`` already has a width rule.
     """
     if pooling in _VISUAL_WIDTHS:
-        raise ValueError(f"the visual pooling {pooling!r} already has a width rule")
+        raise InputError(f"the visual pooling {pooling!r} already has a width rule")
     _VISUAL_WIDTHS[pooling] = width
 
 
@@ -129,7 +131,7 @@ class FeatureRecipe:
         # Canonical values, so two recipes of the same features compare (and hash) equal however written.
         if self.visual_dim_override is not None:
             if isinstance(self.visual_dim_override, bool) or not isinstance(self.visual_dim_override, int):
-                raise ValueError(f"visual_dim must be an int (D_v), got {self.visual_dim_override!r}")
+                raise InputError(f"visual_dim must be an int (D_v), got {self.visual_dim_override!r}")
             if self.visual_dim_override == self._derived_visual_dim():
                 object.__setattr__(self, "visual_dim_override", None)
         for name in ("support_text_pooling", "query_text_pooling"):
@@ -159,7 +161,7 @@ class FeatureRecipe:
             ValueError: a role this recipe does not run.
         """
         if role not in self.roles:
-            raise ValueError(f"unknown role {role!r} for this recipe; its roles: {', '.join(self.roles)}")
+            raise InputError(f"unknown role {role!r} for this recipe; its roles: {', '.join(self.roles)}")
         own = {"query": self.query_text_pooling, "support": self.support_text_pooling}.get(role)
         return own if own is not None else self.text_pooling
 
@@ -204,7 +206,7 @@ class FeatureRecipe:
         names = {f.name for f in dataclasses.fields(cls)} - {"visual_dim_override"} | {_VISUAL_DIM_KEY}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown recipe fields {unknown}; known: {sorted(names)}")
+            raise InputError(f"unknown recipe fields {unknown}; known: {sorted(names)}")
         values = dict(data)
         if _VISUAL_DIM_KEY in values:
             values["visual_dim_override"] = values.pop(_VISUAL_DIM_KEY)
@@ -214,7 +216,7 @@ class FeatureRecipe:
         try:
             return cls(**values)
         except TypeError as error:
-            raise ValueError(f"incomplete feature recipe: {error}") from None
+            raise InputError(f"incomplete feature recipe: {error}") from None
 
     @property
     def hash(self) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fsar_metric.errors import InputError
 from fsar_prompts import RenderedPrompt
 
 __all__ = ["BackendOutput", "FeatureBackend", "create_backend", "list_backends", "register_backend"]
@@ -139,7 +140,7 @@ def register_backend(name: str) -> Callable[[F], F]:
 
     def decorator(factory: F) -> F:
         if name in _BACKENDS:
-            raise ValueError(f"a feature backend named {name!r} is already registered")
+            raise InputError(f"a feature backend named {name!r} is already registered")
         _BACKENDS[name] = factory
         return factory
 
@@ -175,8 +176,8 @@ def create_backend(name_or_backend: str | FeatureBackend, **kwargs: Any) -> Feat
     """
     if not isinstance(name_or_backend, str):
         if kwargs:
-            raise ValueError(f"create_backend got a backend object and the keyword arguments {sorted(kwargs)}")
+            raise InputError(f"create_backend got a backend object and the keyword arguments {sorted(kwargs)}")
         return name_or_backend
     if name_or_backend not in _BACKENDS:
-        raise ValueError(f"unknown feature backend {name_or_backend!r}; registered: {', '.join(list_backends())}")
+        raise InputError(f"unknown feature backend {name_or_backend!r}; registered: {', '.join(list_backends())}")
     return _BACKENDS[name_or_backend](**kwargs)

@@ -21,6 +21,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from fsar_metric.errors import InputError
+
 __all__ = ["Generator", "Sampler", "list_samplers", "register_sampler", "sample_indices"]
 
 #: A source of randomness for training-time sampling: a numpy or a torch generator.
@@ -56,7 +58,7 @@ def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
 
     def decorator(fn: Sampler) -> Sampler:
         if name in _SAMPLERS:
-            raise ValueError(f"a frame sampler named {name!r} is already registered")
+            raise InputError(f"a frame sampler named {name!r} is already registered")
         _SAMPLERS[name] = fn
         return fn
 
@@ -74,7 +76,7 @@ def _uniforms(n: int, generator: Generator) -> np.ndarray:
         return generator.random(n)
     if isinstance(generator, torch.Generator):
         return torch.rand(n, generator=generator, dtype=torch.float64).numpy()
-    raise ValueError(f"generator must be a numpy.random.Generator or a torch.Generator, got {type(generator).__name__}")
+    raise InputError(f"generator must be a numpy.random.Generator or a torch.Generator, got {type(generator).__name__}")
 
 
 @register_sampler("uniform")
@@ -134,14 +136,14 @@ def sample_indices(
         [15, 46, 78, 109, 140, 171, 203, 234]
     """
     if strategy not in _SAMPLERS:
-        raise ValueError(f"unknown frame sampling strategy {strategy!r}; registered: {', '.join(list_samplers())}")
+        raise InputError(f"unknown frame sampling strategy {strategy!r}; registered: {', '.join(list_samplers())}")
     if n_available < 1:
-        raise ValueError(f"cannot sample frames from a video with {n_available} frames")
+        raise InputError(f"cannot sample frames from a video with {n_available} frames")
     if n_frames < 1:
-        raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+        raise InputError(f"n_frames must be at least 1, got {n_frames}")
     indices = _SAMPLERS[strategy](n_available, n_frames, generator)
     if len(indices) != n_frames or any(not 0 <= i < n_available for i in indices):
-        raise ValueError(
+        raise InputError(
             f"frame sampler {strategy!r} returned {indices} for n_available={n_available}, n_frames={n_frames}"
         )
     return indices

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from fsar_metric.errors import InputError
+
 __all__ = ["resize_and_center_crop", "resized_shape"]
 
 
@@ -48,9 +50,9 @@ def resize_and_center_crop(frames: np.ndarray, size: int, crop: int | None = Non
     """
     crop = size if crop is None else crop
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        raise InputError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     if not 0 < crop <= size:
-        raise ValueError(f"crop must be in [1, size={size}], got {crop}")
+        raise InputError(f"crop must be in [1, size={size}], got {crop}")
     _, height, width, _ = frames.shape
     new_h, new_w = resized_shape(height, width, size)
     if (new_h, new_w) != (height, width):

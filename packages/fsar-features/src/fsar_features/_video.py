@@ -37,6 +37,7 @@ import torch
 
 from fsar_features._sampling import Generator, sample_indices
 from fsar_features._spatial import resize_and_center_crop
+from fsar_metric.errors import FsarError, InputError
 
 __all__ = ["DecodeMode", "FrameToRGB", "VideoClip", "VideoReadError", "read_frames"]
 
@@ -51,7 +52,7 @@ _OUTPUTS = ("numpy", "torch")
 _MIN_FORWARD_GAP = 8
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(FsarError, RuntimeError):
     """A video that cannot be read: missing, empty, not a video, undecodable, truncated, no frames.
 
     Attributes:
@@ -238,13 +239,13 @@ def read_frames(
         ((8, 32, 32, 3), (0, 9, 18, 27, 36, 45, 54, 63))
     """
     if decode not in _DECODE_MODES:
-        raise ValueError(f"unknown decode mode {decode!r}; valid: {', '.join(_DECODE_MODES)}")
+        raise InputError(f"unknown decode mode {decode!r}; valid: {', '.join(_DECODE_MODES)}")
     if output not in _OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; valid: {', '.join(_OUTPUTS)}")
+        raise InputError(f"unknown output {output!r}; valid: {', '.join(_OUTPUTS)}")
     if crop is not None and size is None:
-        raise ValueError(f"crop={crop} needs size= (the short side to resize to before cropping)")
+        raise InputError(f"crop={crop} needs size= (the short side to resize to before cropping)")
     if to_rgb is not None and not callable(to_rgb):
-        raise ValueError(f"to_rgb must be a function of a decoded frame, got {type(to_rgb).__name__}")
+        raise InputError(f"to_rgb must be a function of a decoded frame, got {type(to_rgb).__name__}")
     to_rgb = to_rgb or _rgb24
     sample_indices(1, n_frames, strategy)  # validates strategy and n_frames before touching the file
 

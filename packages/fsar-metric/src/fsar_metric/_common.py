@@ -7,6 +7,8 @@ from typing import Literal
 
 from torch import Tensor
 
+from fsar_metric.errors import InputError
+
 ShotReduction = Literal["mean", "max"]
 SHOT_REDUCTIONS: tuple[ShotReduction, ...] = ("mean", "max")
 
@@ -14,12 +16,12 @@ SHOT_REDUCTIONS: tuple[ShotReduction, ...] = ("mean", "max")
 def check_choice(name: str, value: object, valid: Collection[object]) -> None:
     """Raise ``ValueError`` naming the option, the bad value and the valid ones."""
     if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(repr(v) for v in valid)}")
+        raise InputError(f"{name}={value!r} is not valid; choose one of {', '.join(repr(v) for v in valid)}")
 
 
 def check_temperature(temperature: float | None) -> None:
     if temperature is not None and not temperature > 0:
-        raise ValueError(f"temperature must be a positive number or None, got {temperature!r}")
+        raise InputError(f"temperature must be a positive number or None, got {temperature!r}")
 
 
 def reduce_shots(scores: Tensor, how: ShotReduction) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from fsar_metric._shapes import fmt_shape
+from fsar_metric.errors import InputError
 
 __all__ = ["to_flat", "to_way_major"]
 
@@ -37,19 +38,19 @@ def to_way_major(features: Tensor, labels: Tensor) -> Tensor:
         torch.Size([3, 2, 8, 32])
     """
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {fmt_shape(labels)}")
+        raise InputError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {fmt_shape(labels)}")
     if features.dim() < 1 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"features {fmt_shape(features)} and labels {fmt_shape(labels)} disagree on N*K")
+        raise InputError(f"features {fmt_shape(features)} and labels {fmt_shape(labels)} disagree on N*K")
     if labels.numel() == 0:
-        raise ValueError("cannot build an episode from zero support videos")
+        raise InputError("cannot build an episode from zero support videos")
     counts = torch.bincount(labels.cpu()) if int(labels.min()) >= 0 else None
     if counts is None or (counts == 0).any():
-        raise ValueError(
+        raise InputError(
             f"episode labels must cover 0..N-1 with no gaps, got the label set {sorted(set(labels.tolist()))}"
         )
     if not bool((counts == counts[0]).all()):
         per_class = {c: int(n) for c, n in enumerate(counts)}
-        raise ValueError(f"every class needs the same number of shots K; videos per label: {per_class}")
+        raise InputError(f"every class needs the same number of shots K; videos per label: {per_class}")
     n_way, n_shot = counts.numel(), int(counts[0])
     # A stable sort keeps each class's videos in their original order.
     order = torch.sort(labels, stable=True).indices
@@ -63,7 +64,7 @@ def to_flat(support: Tensor) -> tuple[Tensor, Tensor]:
     ``0..N-1`` on the same device as ``support``.
     """
     if support.dim() < 2:
-        raise ValueError(f"support must be [N, K, ...], got shape {fmt_shape(support)}")
+        raise InputError(f"support must be [N, K, ...], got shape {fmt_shape(support)}")
     n_way, n_shot = support.shape[:2]
     labels = torch.arange(n_way, device=support.device).repeat_interleave(n_shot)  # [N*K]
     return support.reshape(n_way * n_shot, *support.shape[2:]), labels

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from fsar_metric._registry import metric_capabilities
 from fsar_metric._shapes import check_episode, check_text, fmt_shape
+from fsar_metric.errors import InputError
 
 __all__ = ["Episode", "episode_losses", "score_episode"]
 
@@ -61,15 +62,15 @@ class Episode:
             ("query_class_ids", self.query_class_ids, n_query),
         ):
             if tensor is not None and (tensor.dim() != 1 or tensor.shape[0] != size):
-                raise ValueError(f"{name} must have shape [{size}], got {fmt_shape(tensor)}")
+                raise InputError(f"{name} must have shape [{size}], got {fmt_shape(tensor)}")
         if (
             self.query_labels is not None
             and self.query_labels.numel()
             and (int(self.query_labels.min()) < 0 or int(self.query_labels.max()) >= n_way)
         ):
-            raise ValueError(f"query_labels must lie in 0..{n_way - 1}, got {self.query_labels.tolist()}")
+            raise InputError(f"query_labels must lie in 0..{n_way - 1}, got {self.query_labels.tolist()}")
         if self.class_anchors is not None and self.class_anchors.dim() != 2:
-            raise ValueError(f"class_anchors must be [C, D_in], got {fmt_shape(self.class_anchors)}")
+            raise InputError(f"class_anchors must be [C, D_in], got {fmt_shape(self.class_anchors)}")
 
     @property
     def n_way(self) -> int:
@@ -126,7 +127,7 @@ def episode_losses(metric: nn.Module, episode: Episode) -> dict[str, Tensor]:
         ValueError: the episode has no ``query_labels``.
     """
     if episode.query_labels is None:
-        raise ValueError("episode_losses needs an episode with query_labels")
+        raise InputError("episode_losses needs an episode with query_labels")
     if metric_capabilities(metric).owns_losses:
         return metric.losses(episode)  # type: ignore[operator]
     return {"episode_ce": nn.functional.cross_entropy(score_episode(metric, episode), episode.query_labels)}

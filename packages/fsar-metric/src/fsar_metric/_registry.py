@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from torch import Tensor, nn
 
+from fsar_metric.errors import InputError
 from fsar_metric.registry import Registry
 
 __all__ = [
@@ -119,7 +120,7 @@ class MetricCapabilities:
 
     def __post_init__(self) -> None:
         if self.uses_label_free_support and not self.uses_text:
-            raise ValueError("uses_label_free_support needs uses_text (the label-free text is text)")
+            raise InputError("uses_label_free_support needs uses_text (the label-free text is text)")
 
 
 #: ``(in_dim, text_dim) → keyword arguments``: widths that follow the feature widths by default.
@@ -148,7 +149,7 @@ class MetricSpec:
 
 def _check_module_class(name: str, cls: type[nn.Module]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"register_metric({name!r}) expects an nn.Module subclass, got {cls!r}")
+        raise InputError(f"register_metric({name!r}) expects an nn.Module subclass, got {cls!r}")
 
 
 #: Every registered metric: ``METRICS.entry(name)`` gives its class and ``MetricSpec``.
@@ -200,7 +201,7 @@ def register_metric(
     def decorator(cls: M) -> M:
         for declared, protocol in ((pools_per_video, PoolsPerVideo), (owns_losses, OwnsLosses)):
             if declared and isinstance(cls, type) and not issubclass(cls, protocol):
-                raise ValueError(
+                raise InputError(
                     f"metric {name!r} declares {'pools_per_video' if protocol is PoolsPerVideo else 'owns_losses'} "
                     f"but {cls.__qualname__} lacks the {protocol.__name__} method(s)"
                 )
@@ -268,14 +269,14 @@ def _check_options(name: str, cls: type[nn.Module], spec: MetricSpec, kwargs: Ma
     renamed = {old: new for old, new in spec.renamed_options.items() if old in kwargs}
     if renamed:
         moves = ", ".join(f"{old!r} is now called {new!r}" for old, new in renamed.items())
-        raise ValueError(f"metric {name!r}: the option {moves}; rename it (in a config: metric.options.<new name>)")
+        raise InputError(f"metric {name!r}: the option {moves}; rename it (in a config: metric.options.<new name>)")
     parameters = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return  # the constructor checks its own fields (FSARLLaVA, MPMM: their config dataclasses)
     accepted = [p for p in parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"metric {name!r} takes no option(s) {unknown}; it takes: {', '.join(accepted)}")
+        raise InputError(f"metric {name!r} takes no option(s) {unknown}; it takes: {', '.join(accepted)}")
 
 
 def create_metric(name_or_module: str | nn.Module, **kwargs: Any) -> nn.Module:
@@ -300,12 +301,12 @@ def create_metric(name_or_module: str | nn.Module, **kwargs: Any) -> nn.Module:
     """
     if isinstance(name_or_module, nn.Module):
         if kwargs:
-            raise ValueError(
+            raise InputError(
                 f"create_metric got a module and the keyword arguments {sorted(kwargs)}; pass one or the other"
             )
         return name_or_module
     if not isinstance(name_or_module, str):
-        raise ValueError(f"create_metric expects a metric name or an nn.Module, got {type(name_or_module).__name__}")
+        raise InputError(f"create_metric expects a metric name or an nn.Module, got {type(name_or_module).__name__}")
     entry = METRICS.entry(name_or_module)
     _check_options(name_or_module, entry.obj, entry.declared, kwargs)
     return entry.obj(**kwargs)

@@ -22,7 +22,10 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["FsarError", "InputError", "MissingFileError"]
+import contextlib
+from collections.abc import Iterator
+
+__all__ = ["FsarError", "InputError", "MissingFileError", "OutputExistsError", "as_input_error"]
 
 
 class FsarError(Exception):
@@ -40,3 +43,29 @@ class MissingFileError(FsarError, FileNotFoundError):
     def __str__(self) -> str:
         # FileNotFoundError(errno, strerror, filename) prints "[Errno 2] ..."; ours is the sentence.
         return str(self.strerror) if self.strerror else super().__str__()
+
+
+class OutputExistsError(FsarError, FileExistsError):
+    """An output the caller named already holds something this call would overwrite."""
+
+
+@contextlib.contextmanager
+def as_input_error(*types: type[Exception], context: str = "") -> Iterator[None]:
+    """Raise an error of ``types`` met inside the block as an ``InputError`` (same sentence, after
+    ``context``): for a package that passes a user's value to a library with its own error types
+    (fsar-prompts' ``PromptError``). An ``FsarError`` passes through unchanged.
+
+    Example:
+        >>> try:
+        ...     with as_input_error(KeyError, context="--family: "):
+        ...         {}["qwen"]
+        ... except InputError as err:
+        ...     print(err)
+        --family: 'qwen'
+    """
+    try:
+        yield
+    except FsarError:
+        raise
+    except types as err:
+        raise InputError(f"{context}{err}") from err

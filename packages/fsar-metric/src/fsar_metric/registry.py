@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
+from fsar_metric.errors import InputError
+
 __all__ = ["DuplicateNameError", "Entry", "NoDeclared", "Registry", "UnknownNameError"]
 
 T = TypeVar("T")
@@ -47,11 +49,11 @@ O = TypeVar("O")
 _DECORATE: Any = object()  # register(name) without an object: return a decorator
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(InputError):
     """A name that no entry of the registry holds (the message lists the registered names)."""
 
 
-class DuplicateNameError(ValueError):
+class DuplicateNameError(InputError):
     """A name that an entry of the registry already holds."""
 
 
@@ -106,7 +108,7 @@ class Registry(Generic[T, D]):
         plural: str | None = None,
     ) -> None:
         if not kind:
-            raise ValueError("a Registry needs a non-empty kind (what an entry is, e.g. 'metric')")
+            raise InputError("a Registry needs a non-empty kind (what an entry is, e.g. 'metric')")
         self.kind = kind
         self.plural = plural if plural is not None else f"{kind}s"
         self._declared = declared
@@ -136,7 +138,7 @@ class Registry(Generic[T, D]):
                 or the ``check`` hook rejects ``obj``.
         """
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            raise InputError(f"a {self.kind} name must be a non-empty string, got {name!r}")
         metadata = self._build_declared(name, declared)
 
         def add(target: O) -> O:
@@ -157,7 +159,7 @@ class Registry(Generic[T, D]):
             valid = sorted(f.name for f in dataclasses.fields(factory) if f.init)
             unknown = sorted(set(declared) - set(valid))
             if unknown:
-                raise ValueError(
+                raise InputError(
                     f"{self.kind} {name!r} declares unknown field(s) {unknown}; "
                     f"a {self.kind} may declare: {', '.join(valid) or '(nothing)'}"
                 )

@@ -16,6 +16,8 @@ from typing import Any
 from einops import einsum
 from torch import Tensor, nn
 
+from fsar_metric.errors import InputError
+
 __all__ = [
     "CosineSimilarity",
     "DotProductSimilarity",
@@ -38,7 +40,7 @@ class CosineSimilarity(nn.Module):
     def __init__(self, eps: float = 1e-8, denominator_offset: float = 0.0) -> None:
         super().__init__()
         if eps <= 0 or denominator_offset < 0:
-            raise ValueError(f"eps must be > 0 and denominator_offset >= 0, got {eps} and {denominator_offset}")
+            raise InputError(f"eps must be > 0 and denominator_offset >= 0, got {eps} and {denominator_offset}")
         self.eps = eps
         self.denominator_offset = denominator_offset
 
@@ -96,5 +98,5 @@ def create_similarity(name_or_module: str | nn.Module, **kwargs: Any) -> nn.Modu
     if isinstance(name_or_module, nn.Module):
         return name_or_module
     if name_or_module not in _SIMILARITIES:
-        raise ValueError(f"unknown frame similarity {name_or_module!r}; valid: {', '.join(list_similarities())}")
+        raise InputError(f"unknown frame similarity {name_or_module!r}; valid: {', '.join(list_similarities())}")
     return _SIMILARITIES[name_or_module](**kwargs)

@@ -15,6 +15,7 @@ Example:
     ('support-appearance', 'apply eye makeup')
 """
 
+from fsar_prompts._errors import PromptError
 from fsar_prompts._formats import ChatFormat, get_chat_format, list_families, register_chat_format
 from fsar_prompts._labels import NormalizedLabel, normalize_label
 from fsar_prompts._render import RenderedPrompt, render_prompt
@@ -39,6 +40,7 @@ __all__ = [
     "PLACEHOLDERS",
     "ChatFormat",
     "NormalizedLabel",
+    "PromptError",
     "PromptTemplate",
     "RenderedPrompt",
     "Role",

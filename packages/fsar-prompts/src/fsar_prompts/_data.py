@@ -14,6 +14,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from fsar_prompts._errors import PromptError
+
 __all__ = ["PACKAGE", "check_keys", "read_toml", "shipped", "shipped_folder"]
 
 PACKAGE = "fsar_prompts"
@@ -55,7 +57,7 @@ def read_toml(file: str | PathLike[str] | Traversable, source: str | None = None
     try:
         return tomllib.loads(raw.decode("utf-8")), source
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{source}: not a valid TOML file: {error}") from None
+        raise PromptError(f"{source}: not a valid TOML file: {error}") from None
 
 
 def check_keys(
@@ -69,11 +71,11 @@ def check_keys(
     valid = required | optional
     unknown = sorted(set(table) - valid)
     if unknown:
-        raise ValueError(
+        raise PromptError(
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(valid))}"
         )
     missing = sorted(required - set(table))
     if missing:
-        raise ValueError(
+        raise PromptError(
             f"{where}: missing key(s) {', '.join(map(repr, missing))}; required keys: {', '.join(sorted(required))}"
         )

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from fsar_prompts._data import PACKAGE, check_keys, read_toml, shipped
+from fsar_prompts._errors import PromptError
 
 __all__ = ["ChatFormat", "get_chat_format", "list_families", "register_chat_format"]
 
@@ -57,26 +58,26 @@ class ChatFormat:
     def __post_init__(self) -> None:
         where = f"chat format {self.family!r}"
         if not isinstance(self.family, str) or not _FAMILY.fullmatch(self.family):
-            raise ValueError(f"{where}: the family name must be lower-case letters, digits, '.', '_', '-'")
+            raise PromptError(f"{where}: the family name must be lower-case letters, digits, '.', '_', '-'")
         for name in ("template", "video_placeholder", "video_block", "reference"):
             if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{where}: {name} must be a string, got {getattr(self, name)!r}")
+                raise PromptError(f"{where}: {name} must be a string, got {getattr(self, name)!r}")
         if not self.video_placeholder:
-            raise ValueError(f"{where}: video_placeholder is empty")
+            raise PromptError(f"{where}: video_placeholder is empty")
         if self.template.count(_PROMPT) != 1:
-            raise ValueError(f"{where}: template must contain {_PROMPT} exactly once: {self.template!r}")
+            raise PromptError(f"{where}: template must contain {_PROMPT} exactly once: {self.template!r}")
         if self.video_block.count(self.video_placeholder) != 1:
-            raise ValueError(
+            raise PromptError(
                 f"{where}: video_block {self.video_block!r} must contain video_placeholder "
                 f"{self.video_placeholder!r} exactly once"
             )
         if self.template.count(self.video_block) != 1 or self.template.count(self.video_placeholder) != 1:
-            raise ValueError(
+            raise PromptError(
                 f"{where}: template must contain video_block {self.video_block!r} (and with it "
                 f"{self.video_placeholder!r}) exactly once: {self.template!r}"
             )
         if self.template.index(self.video_block) + len(self.video_block) > self.template.index(_PROMPT):
-            raise ValueError(
+            raise PromptError(
                 f"{where}: the video must come before {_PROMPT}, so that the text before the video is the same "
                 f"for every prompt: {self.template!r}"
             )
@@ -131,9 +132,9 @@ def register_chat_format(chat_format: ChatFormat) -> ChatFormat:
         >>> from fsar_prompts._formats import _FORMATS; _ = _FORMATS.pop("doc-model")
     """
     if not isinstance(chat_format, ChatFormat):
-        raise ValueError(f"register_chat_format expects a ChatFormat, got {type(chat_format).__name__}")
+        raise PromptError(f"register_chat_format expects a ChatFormat, got {type(chat_format).__name__}")
     if chat_format.family in _FORMATS:
-        raise ValueError(f"a chat format for family {chat_format.family!r} is already registered")
+        raise PromptError(f"a chat format for family {chat_format.family!r} is already registered")
     _FORMATS[chat_format.family] = chat_format
     return chat_format
 
@@ -157,7 +158,7 @@ def get_chat_format(family: str) -> ChatFormat:
     try:
         return _FORMATS[family]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown MLLM family {family!r}; families: {', '.join(list_families())}") from None
+        raise PromptError(f"unknown MLLM family {family!r}; families: {', '.join(list_families())}") from None
 
 
 def _load_shipped() -> None:

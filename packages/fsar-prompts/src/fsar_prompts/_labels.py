@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fsar_prompts._errors import PromptError
+
 __all__ = ["NormalizedLabel", "normalize_label"]
 
 # A lower-case letter or digit followed by a capital: "yEye", "oYo", "4G".
@@ -80,5 +82,5 @@ def normalize_label(raw: str, *, verbatim: bool = False) -> NormalizedLabel:
         text = _ACRONYM_WORD.sub(" ", _LOWER_UPPER.sub(" ", text))
         text = " ".join(text.lower().split())
     if not text:
-        raise ValueError(f"empty label {raw!r}: a label needs at least one word")
+        raise PromptError(f"empty label {raw!r}: a label needs at least one word")
     return NormalizedLabel(original=raw, text=text)

@@ -22,6 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from fsar_prompts._errors import PromptError
 from fsar_prompts._formats import get_chat_format
 from fsar_prompts._labels import NormalizedLabel, normalize_label
 from fsar_prompts._templates import Role, TemplateSet, default_templates, get_role
@@ -135,16 +136,16 @@ def render_prompt(
     normalized: NormalizedLabel | None = None
     if spec.uses_label:
         if label is None:
-            raise ValueError(f"role {role!r} needs a label (template {template.id!r} has {{label}}); pass label=")
+            raise PromptError(f"role {role!r} needs a label (template {template.id!r} has {{label}}); pass label=")
         normalized = label if isinstance(label, NormalizedLabel) else normalize_label(label)
     else:
         # The safety rule of the method: a query prompt never carries class information.
         if label is not None:
-            raise ValueError(
+            raise PromptError(
                 f"role {role!r} takes no label: a query prompt never contains a class name (got {label!r})"
             )
         if description is not None:
-            raise ValueError(
+            raise PromptError(
                 f"role {role!r} takes no description: a query prompt never carries class information "
                 f"(got {description!r})"
             )
@@ -154,20 +155,20 @@ def render_prompt(
         if not isinstance(description, str):
             raise TypeError(f"a description must be a string, got {type(description).__name__}: {description!r}")
         if "description" not in template.placeholders:
-            raise ValueError(
+            raise PromptError(
                 f"template {template.id!r} has no {{description}} placeholder, so description= has no place; "
                 f"its placeholders: {', '.join('{' + p + '}' for p in sorted(template.placeholders))}"
             )
         description_text = " ".join(description.split())
         if not description_text:
-            raise ValueError(f"empty description {description!r}")
+            raise PromptError(f"empty description {description!r}")
     elif "description" in template.placeholders:
-        raise ValueError(f"template {template.id!r} has a {{description}} placeholder; pass description=")
+        raise PromptError(f"template {template.id!r} has a {{description}} placeholder; pass description=")
 
     prompt = template.fill(label=normalized.text if normalized else None, description=description_text)
     if chat_format.video_placeholder in prompt:
         # The placeholder would be expanded into a second set of video tokens.
-        raise ValueError(
+        raise PromptError(
             f"the rendered prompt contains the {family!r} video placeholder {chat_format.video_placeholder!r}: "
             f"{prompt!r}"
         )

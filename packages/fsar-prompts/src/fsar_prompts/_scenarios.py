@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from fsar_prompts._data import PACKAGE, check_keys, read_toml, shipped
+from fsar_prompts._errors import PromptError
 
 __all__ = ["list_benchmarks", "scenario_for"]
 
@@ -45,4 +46,4 @@ def scenario_for(benchmark: str) -> str:
     try:
         return _presets()[benchmark]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown benchmark {benchmark!r}; benchmarks: {', '.join(list_benchmarks())}") from None
+        raise PromptError(f"unknown benchmark {benchmark!r}; benchmarks: {', '.join(list_benchmarks())}") from None

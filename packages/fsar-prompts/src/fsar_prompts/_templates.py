@@ -37,6 +37,7 @@ from os import PathLike
 from typing import Any, Literal
 
 from fsar_prompts._data import PACKAGE, check_keys, read_toml, shipped_folder
+from fsar_prompts._errors import PromptError
 
 __all__ = [
     "PLACEHOLDERS",
@@ -104,7 +105,7 @@ def get_role(role: str) -> RoleSpec:
     try:
         return _ROLES[role]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(list_roles())}") from None
+        raise PromptError(f"unknown role {role!r}; valid roles: {', '.join(list_roles())}") from None
 
 
 def _placeholders(text: str) -> frozenset[str]:
@@ -113,19 +114,19 @@ def _placeholders(text: str) -> frozenset[str]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as error:  # "Single '}' encountered in format string" and the like
-        raise ValueError(f"malformed braces ({error}); write {{{{ and }}}} for literal braces") from None
+        raise PromptError(f"malformed braces ({error}); write {{{{ and }}}} for literal braces") from None
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if name == "" or name.isdigit():
-            raise ValueError(
+            raise PromptError(
                 f"positional placeholder {{{name}}}; valid placeholders: {_fmt_placeholders(PLACEHOLDERS)}"
             )
         if name not in PLACEHOLDERS:
-            raise ValueError(f"unknown placeholder {{{name}}}; valid placeholders: {_fmt_placeholders(PLACEHOLDERS)}")
+            raise PromptError(f"unknown placeholder {{{name}}}; valid placeholders: {_fmt_placeholders(PLACEHOLDERS)}")
         if spec or conversion:
             shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
-            raise ValueError(f"placeholder {{{shown}}} has a conversion or format spec; write plain {{{name}}}")
+            raise PromptError(f"placeholder {{{shown}}} has a conversion or format spec; write plain {{{name}}}")
         names.add(name)
     return frozenset(names)
 
@@ -160,35 +161,35 @@ class PromptTemplate:
     def __post_init__(self) -> None:
         where = f"{self.source}: template {self.id!r}"
         if not isinstance(self.id, str) or not _NAME.fullmatch(self.id):
-            raise ValueError(
+            raise PromptError(
                 f"{self.source}: template id {self.id!r} is not a name (lower-case letters, digits, '.', '_', '-')"
             )
         try:
             spec = get_role(self.role)
         except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+            raise PromptError(f"{where}: {error}") from None
         if not isinstance(self.scenario, str) or not _NAME.fullmatch(self.scenario):
-            raise ValueError(
+            raise PromptError(
                 f"{where}: scenario {self.scenario!r} is not a name (lower-case letters, digits, '.', '_', '-')"
             )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise ValueError(f"{where}: version must be an integer >= 1, got {self.version!r}")
+            raise PromptError(f"{where}: version must be an integer >= 1, got {self.version!r}")
         if not isinstance(self.text, str) or not self.text.strip():
-            raise ValueError(f"{where}: text must be a non-empty string, got {self.text!r}")
+            raise PromptError(f"{where}: text must be a non-empty string, got {self.text!r}")
         if self.text != self.text.strip():
-            raise ValueError(f"{where}: text has leading or trailing whitespace: {self.text!r}")
+            raise PromptError(f"{where}: text has leading or trailing whitespace: {self.text!r}")
         try:
             found = _placeholders(self.text)
         except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+            raise PromptError(f"{where}: {error}") from None
         if not spec.uses_label and found:
             # The one rule that keeps the method honest: the query side never sees a class name.
-            raise ValueError(
+            raise PromptError(
                 f"{where}: a {self.role} template must not contain {_fmt_placeholders(found)}: "
                 "a query prompt never carries a class name or class description"
             )
         if spec.uses_label and "label" not in found:
-            raise ValueError(f"{where}: a {self.role} template must contain {{label}} ({spec.purpose})")
+            raise PromptError(f"{where}: a {self.role} template must contain {{label}} ({spec.purpose})")
 
     @property
     def placeholders(self) -> frozenset[str]:
@@ -204,7 +205,7 @@ class PromptTemplate:
         values = {"label": label, "description": description}
         missing = sorted(name for name in self.placeholders if values[name] is None)
         if missing:
-            raise ValueError(f"template {self.id!r} needs a value for {_fmt_placeholders(frozenset(missing))}")
+            raise PromptError(f"template {self.id!r} needs a value for {_fmt_placeholders(frozenset(missing))}")
         return self.text.format_map({name: values[name] for name in self.placeholders})
 
 
@@ -227,14 +228,14 @@ class TemplateSet:
         by_slot: dict[tuple[str, str], PromptTemplate] = {}
         for template in self.templates:
             if not isinstance(template, PromptTemplate):
-                raise ValueError(f"a TemplateSet holds PromptTemplate objects, got {type(template).__name__}")
+                raise PromptError(f"a TemplateSet holds PromptTemplate objects, got {type(template).__name__}")
             if (other := by_id.get(template.id)) is not None:
-                raise ValueError(
+                raise PromptError(
                     f"{template.source}: template {template.id!r}: duplicate id (also defined in {other.source})"
                 )
             slot = (template.role, template.scenario)
             if (other := by_slot.get(slot)) is not None:
-                raise ValueError(
+                raise PromptError(
                     f"{template.source}: template {template.id!r}: a second {template.role} template for scenario "
                     f"{template.scenario!r} (template {other.id!r} in {other.source} has it already); "
                     "use another scenario name, or a separate file passed as templates="
@@ -265,7 +266,7 @@ class TemplateSet:
         for template in self.templates:
             if template.id == template_id:
                 return template
-        raise ValueError(f"unknown template id {template_id!r}; templates: {', '.join(self.ids())}")
+        raise PromptError(f"unknown template id {template_id!r}; templates: {', '.join(self.ids())}")
 
     def find(self, role: str, scenario: str) -> PromptTemplate:
         """The template rendered for ``role`` under ``scenario``.
@@ -279,14 +280,14 @@ class TemplateSet:
         """
         spec = get_role(role)
         if scenario not in self.scenarios():
-            raise ValueError(f"unknown scenario {scenario!r}; scenarios: {', '.join(self.scenarios())}")
+            raise PromptError(f"unknown scenario {scenario!r}; scenarios: {', '.join(self.scenarios())}")
         candidates = [scenario, "generic"] if spec.generic_fallback else [scenario]
         for name in candidates:
             for template in self.templates:
                 if template.role == role and template.scenario == name:
                     return template
         having = sorted({t.scenario for t in self.templates if t.role == role})
-        raise ValueError(
+        raise PromptError(
             f"no {role} template for scenario {scenario!r}; scenarios with a {role} template: "
             f"{', '.join(having) or 'none'}"
         )
@@ -297,7 +298,7 @@ def _parse_file(file: str | PathLike[str] | Traversable, source: str | None = No
     check_keys(data, required={"template"}, where=f"{source}: top level (a template file holds [[template]] tables)")
     entries = data["template"]
     if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
-        raise ValueError(f"{source}: 'template' must be one or more [[template]] tables")
+        raise PromptError(f"{source}: 'template' must be one or more [[template]] tables")
     templates: list[PromptTemplate] = []
     for number, entry in enumerate(entries, start=1):
         template_id: Any = entry.get("id")
@@ -342,7 +343,7 @@ def load_templates(*files: str | PathLike[str], include_defaults: bool = False) 
         (['appearance', 'generic', 'kitchen', 'temporal'], True)
     """
     if not files and not include_defaults:
-        raise ValueError("load_templates needs at least one file (or include_defaults=True)")
+        raise PromptError("load_templates needs at least one file (or include_defaults=True)")
     templates = list(default_templates()) if include_defaults else []
     for file in files:
         templates.extend(_parse_file(file))

@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from fsar_metric.errors import InputError
+
 __all__ = [
     "COSMETIC_KEYS",
     "DataConfig",
@@ -62,7 +64,7 @@ def _check_bounds(section: str, config: Any, bounds: dict[str, tuple[float, floa
             if too_low or (high is not None and v > high):
                 sign = ">=" if inclusive else ">"
                 allowed = f"{sign} {low}" + (f" and <= {high}" if high is not None else "")
-                raise ValueError(f"{section}.{name} must be {allowed}, got {value}")
+                raise InputError(f"{section}.{name} must be {allowed}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class SyntheticConfig:
              "fps": (1, None, True), "workers": (0, None, True)},
         )  # fmt: skip
         if self.size % 2:
-            raise ValueError(f"synthetic.size must be even (yuv420p), got {self.size}")
+            raise InputError(f"synthetic.size must be even (yuv420p), got {self.size}")
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return value
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"config key {key!r} must be one of {', '.join(map(repr, args))}; got {value!r}")
+            raise InputError(f"config key {key!r} must be one of {', '.join(map(repr, args))}; got {value!r}")
         return value
     if annotation is bool:
         if not isinstance(value, bool):
@@ -341,7 +343,7 @@ def _unknown(key: str, known: list[str]) -> ValueError:
     close = difflib.get_close_matches(leaf, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     parent = key.rsplit(".", 1)[0] if "." in key else "the config"
-    return ValueError(f"unknown config key {key!r}{hint}; {parent} has: {', '.join(known)}")
+    return InputError(f"unknown config key {key!r}{hint}; {parent} has: {', '.join(known)}")
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str, base: Any) -> Any:
@@ -355,7 +357,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, base: Any) -> Any:
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {full!r} is a section; give a table, got {value!r}")
+                raise InputError(f"config key {full!r} is a section; give a table, got {value!r}")
             updates[key] = _build(annotation, value, f"{full}.", getattr(base, key))
         elif typing.get_origin(annotation) is dict:
             # A preset's table replaces the default dict wholesale.
@@ -441,7 +443,7 @@ def list_benchmarks() -> list[str]:
 def _benchmark_tables(name: str) -> dict[str, Any]:
     files = _toml_files("benchmarks")
     if name not in files:
-        raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(sorted(files))}")
+        raise InputError(f"unknown benchmark {name!r}; valid: {', '.join(sorted(files))}")
     return tomllib.loads(files[name].read_text(encoding="utf-8"))
 
 
@@ -463,7 +465,7 @@ def load_benchmark(name: str, base: ExperimentConfig | None = None) -> Experimen
     try:
         return config_from_dict(tables, base)
     except ValueError as err:
-        raise ValueError(f"benchmark {name!r}: {err}") from None
+        raise InputError(f"benchmark {name!r}: {err}") from None
 
 
 def list_presets() -> list[str]:
@@ -484,7 +486,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         return config_from_dict(data)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise InputError(f"{path}: {err}") from None
 
 
 def load_preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -503,14 +505,14 @@ def load_preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Exper
     """
     files = _toml_files("presets")
     if name not in files:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(sorted(files))}")
+        raise InputError(f"unknown preset {name!r}; presets: {', '.join(sorted(files))}")
     data = tomllib.loads(files[name].read_text(encoding="utf-8"))
     try:
         benchmark = data.get("data", {}).get("benchmark")
         base = load_benchmark(benchmark) if benchmark in list_benchmarks() else None
         config = config_from_dict(data, base)
     except ValueError as err:
-        raise ValueError(f"preset {name!r}: {err}") from None
+        raise InputError(f"preset {name!r}: {err}") from None
     return apply_overrides(config, overrides)
 
 
@@ -554,7 +556,7 @@ def build_config(
         ('fsar_llava', '/ckpt/Video-LLaVA-7B-hf', 'auto', 'hmdb51')
     """
     if benchmark is not None and benchmark not in list_benchmarks():
-        raise ValueError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")
+        raise InputError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")
     if preset is None:
         preset = DEFAULT_PRESET if benchmark in (None, "synthetic-actions") else METHOD_PRESET
     config = load_preset(preset)
@@ -604,7 +606,7 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | tuple[str, 
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise ValueError(f"override {item!r} must look like section.key=value")
+            raise InputError(f"override {item!r} must look like section.key=value")
         parts = key.split(".")
         value = _parse_value(raw.strip())
         # Walk down to the dict or field being set, building the nested update.
@@ -617,7 +619,7 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | tuple[str, 
             annotation = typing.get_type_hints(cls)[part]
             if dataclasses.is_dataclass(annotation):
                 if depth == len(parts) - 1:
-                    raise ValueError(f"config key {key!r} is a section; set one of its keys")
+                    raise InputError(f"config key {key!r} is a section; set one of its keys")
                 node, cls = getattr(node, part), annotation
                 continue
             prefix = ".".join(parts[:depth])
@@ -628,7 +630,7 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | tuple[str, 
                 for name in parts[depth + 1 : -1]:
                     child = inner.get(name, {})
                     if not isinstance(child, dict):
-                        raise ValueError(f"config key {key!r}: {name!r} holds {child!r}, not a table")
+                        raise InputError(f"config key {key!r}: {name!r} holds {child!r}, not a table")
                     inner[name] = inner = dict(child)
                 inner[parts[-1]] = value
                 update = {part: current}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fsar_metric.errors import InputError
 from fsar_train._config import ExperimentConfig
 from fsar_train._splits import (
     DatasetSplit,
@@ -41,12 +42,12 @@ def _entries(config: ExperimentConfig, split: str) -> tuple[list[SplitEntry], li
     if data.format in ("synthetic", "split_files"):
         list_file = root / "splits" / f"{split}.txt" if data.format == "synthetic" else getattr(data, f"{split}_list")
         if not list_file:
-            raise ValueError(f"data.{split}_list is empty; format 'split_files' needs the {split} split file")
+            raise InputError(f"data.{split}_list is empty; format 'split_files' needs the {split} split file")
         try:
             return read_split_file(list_file, split=split, class_names=names, names_source=source), names
         except ValueError as err:
             if names is None and data.benchmark in list_shipped_benchmarks():
-                raise ValueError(
+                raise InputError(
                     f"{err}. fsar-train ships no {split} class names for {data.benchmark} (no public source "
                     f"publishes them in a form fsar could verify), so data.{split}_names must supply them"
                 ) from None
@@ -54,7 +55,7 @@ def _entries(config: ExperimentConfig, split: str) -> tuple[list[SplitEntry], li
     if data.format == "folders":
         return read_folder_split(root / split, split=split), names
     if not data.csv:
-        raise ValueError("data.csv is empty; format 'csv' needs the CSV file")
+        raise InputError("data.csv is empty; format 'csv' needs the CSV file")
     return read_csv_split(data.csv, split=split), names
 
 

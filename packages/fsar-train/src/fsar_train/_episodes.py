@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsar_features import atomic_write_json
+from fsar_metric.errors import InputError
 
 __all__ = ["EpisodeIndices", "EpisodeList", "EpisodeSampler", "video_list_hash"]
 
@@ -81,14 +82,14 @@ class EpisodeSampler:
     ) -> None:
         for name, value in (("n_way", n_way), ("n_shot", n_shot), ("n_query", n_query)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         self.n_way, self.n_shot, self.n_query, self.seed = n_way, n_shot, n_query, seed
         by_class: dict[int, list[int]] = {}
         if class_names is not None:
             by_class = {c: [] for c in range(len(class_names))}
         for position, label in enumerate(labels):
             if class_names is not None and not 0 <= int(label) < len(class_names):
-                raise ValueError(f"label {label} at position {position} is outside the {len(class_names)} classes")
+                raise InputError(f"label {label} at position {position} is outside the {len(class_names)} classes")
             by_class.setdefault(int(label), []).append(position)
         self.classes = sorted(by_class)
         self._videos = {c: tuple(v) for c, v in by_class.items()}
@@ -99,12 +100,12 @@ class EpisodeSampler:
 
         short = [f"{name(c)} has {len(self._videos[c])}" for c in self.classes if len(self._videos[c]) < need]
         if short:
-            raise ValueError(
+            raise InputError(
                 f"every class needs at least n_shot + n_query = {n_shot} + {n_query} = {need} videos; "
                 + "; ".join(short)
             )
         if len(self.classes) < n_way:
-            raise ValueError(f"n_way = {n_way} needs at least {n_way} classes, the labels have {len(self.classes)}")
+            raise InputError(f"n_way = {n_way} needs at least {n_way} classes, the labels have {len(self.classes)}")
 
     def episode(self, index: int) -> EpisodeIndices:
         """Episode number ``index`` (any non-negative integer); the same index always gives the same episode."""
@@ -206,9 +207,9 @@ class EpisodeList:
         """
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if data.get("format") != "fsar-episodes/1":
-            raise ValueError(f"{path} is not an fsar episode list")
+            raise InputError(f"{path} is not an fsar episode list")
         if video_hash is not None and data["video_hash"] != video_hash:
-            raise ValueError(
+            raise InputError(
                 f"{path} was sampled from another video list (hash {data['video_hash'][:12]}…, "
                 f"this list has {video_hash[:12]}…); delete it or sample a new one"
             )
@@ -244,7 +245,7 @@ class EpisodeList:
             loaded = cls.load(path, video_hash=video_list_hash(video_ids, labels))
             have = (len(loaded), loaded.n_way, loaded.n_shot, loaded.n_query, loaded.seed)
             if have != want:
-                raise ValueError(
+                raise InputError(
                     f"{path} holds (count, n_way, n_shot, n_query, seed) = {have}, this run asks for {want}"
                 )
             return loaded

@@ -20,6 +20,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from fsar_metric import PoolsPerVideo, metric_capabilities, score_episode
+from fsar_metric.errors import InputError
 from fsar_train._episodes import EpisodeList, video_list_hash
 from fsar_train._features import FeatureSource, TextRole, build_episode
 from fsar_train._progress import make_progress
@@ -38,7 +39,7 @@ def mean_ci(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """
     values = np.asarray(accuracies, dtype=np.float64)
     if values.size == 0:
-        raise ValueError("mean_ci needs at least one episode accuracy")
+        raise InputError("mean_ci needs at least one episode accuracy")
     return float(values.mean()), float(1.96 * values.std(ddof=0) / np.sqrt(values.size))
 
 
@@ -183,7 +184,7 @@ def evaluate_methods(
         name → result, in the order of ``methods``.
     """
     if episodes.video_hash != video_list_hash(source.video_ids, source.labels):
-        raise ValueError("the episode list was sampled from another video list than this feature source")
+        raise InputError("the episode list was sampled from another video list than this feature source")
     names = list(source.class_names)
     n_classes = len(names)
     out = {}

@@ -35,6 +35,7 @@ from torch import nn
 
 from fsar_features import atomic_write_json
 from fsar_metric import FSARLLaVA, ablation, create_metric
+from fsar_metric.errors import InputError, MissingFileError
 from fsar_train._config import (
     COSMETIC_KEYS,
     ExperimentConfig,
@@ -226,10 +227,10 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     """
     path = RunLayout(Path(run_dir)).results
     if not path.is_file():
-        raise FileNotFoundError(f"{Path(run_dir)} has no {path.name}; run the experiment there first")
+        raise MissingFileError(f"{Path(run_dir)} has no {path.name}; run the experiment there first")
     payload = json.loads(path.read_text())
     if payload.get("format") != RESULTS_FORMAT:
-        raise ValueError(f"{path} is in format {payload.get('format')!r}, not {RESULTS_FORMAT!r}; run it again")
+        raise InputError(f"{path} is in format {payload.get('format')!r}, not {RESULTS_FORMAT!r}; run it again")
     return payload
 
 
@@ -290,7 +291,7 @@ def run_experiment(
             shots = job.config.episodes.n_shot
             if shots == config.episodes.n_shot:
                 raise
-            raise ValueError(f"train.per_shot: training {job.config.metric.name} at {shots} shots: {err}") from err
+            raise InputError(f"train.per_shot: training {job.config.metric.name} at {shots} shots: {err}") from err
     summaries = {key: _train_summary(r) for key, r in trained.items()}
     if int(os.environ.get("RANK", "0")) != 0:  # data parallel (torchrun): rank 0 evaluates and writes
         return ExperimentResult(layout.root, {}, summaries)
@@ -314,7 +315,7 @@ def _load_trained(config: ExperimentConfig, folder: RunLayout, dims: tuple[int, 
     if checkpoint.exists():
         load_checkpoint_weights(metric, checkpoint)
     elif any(p.requires_grad for p in metric.parameters()):
-        raise FileNotFoundError(f"{checkpoint} does not exist: train this run first")
+        raise MissingFileError(f"{checkpoint} does not exist: train this run first")
     return metric.eval()
 
 

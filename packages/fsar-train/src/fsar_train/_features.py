@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fsar_metric import Episode
+from fsar_metric.errors import InputError
 from fsar_train._episodes import EpisodeIndices
 
 __all__ = [
@@ -132,23 +133,23 @@ class TensorFeatures(ListedVideos):
         label_aware_support: bool = True,
     ) -> None:
         if visual.dim() != 3:
-            raise ValueError(f"visual must be [V, T, D], got shape {list(visual.shape)}")
+            raise InputError(f"visual must be [V, T, D], got shape {list(visual.shape)}")
         n_videos = visual.shape[0]
         label_list = [int(x) for x in (labels.tolist() if isinstance(labels, Tensor) else labels)]
         if len(label_list) != n_videos:
-            raise ValueError(f"{len(label_list)} labels for {n_videos} videos")
+            raise InputError(f"{len(label_list)} labels for {n_videos} videos")
         n_classes = max(label_list, default=-1) + 1
         names = list(class_names) if class_names is not None else [f"class{c}" for c in range(n_classes)]
         if label_list and (min(label_list) < 0 or max(label_list) >= len(names)):
-            raise ValueError(f"labels must lie in 0..{len(names) - 1}")
+            raise InputError(f"labels must lie in 0..{len(names) - 1}")
         ids = list(video_ids) if video_ids is not None else [str(i) for i in range(n_videos)]
         if len(ids) != n_videos:
-            raise ValueError(f"{len(ids)} video ids for {n_videos} videos")
+            raise InputError(f"{len(ids)} video ids for {n_videos} videos")
         self._texts: dict[str, Tensor] = {}
         for role, text in (("support", support_text), ("query", query_text)):
             if text is not None:
                 if text.dim() != 2 or text.shape[0] != n_videos:
-                    raise ValueError(f"{role}_text must be [{n_videos}, D], got shape {list(text.shape)}")
+                    raise InputError(f"{role}_text must be [{n_videos}, D], got shape {list(text.shape)}")
                 self._texts[role] = text
         self._visual = visual
         self._label_aware_support = label_aware_support
@@ -204,7 +205,7 @@ class SubsetFeatures(ListedVideos):
         names = list(source.class_names)
         bad = [c for c in classes if not 0 <= c < len(names)]
         if bad or len(set(classes)) != len(classes):
-            raise ValueError(f"classes must be distinct indices in 0..{len(names) - 1}, got {list(classes)}")
+            raise InputError(f"classes must be distinct indices in 0..{len(names) - 1}, got {list(classes)}")
         new_index = {c: i for i, c in enumerate(classes)}
         self._source = source
         self._positions = [p for p, label in enumerate(source.labels) if label in new_index]
@@ -248,12 +249,12 @@ class ConcatFeatures(ListedVideos):
 
     def __init__(self, parts: Sequence[FeatureSource]) -> None:
         if not parts:
-            raise ValueError("ConcatFeatures needs at least one source")
+            raise InputError("ConcatFeatures needs at least one source")
         roles = {p.text_roles for p in parts}
         if len(roles) != 1:
-            raise ValueError(f"sources with different text roles cannot be joined: {sorted(map(sorted, roles))}")
+            raise InputError(f"sources with different text roles cannot be joined: {sorted(map(sorted, roles))}")
         if len({p.label_aware_support for p in parts}) != 1:
-            raise ValueError("sources whose support text differs in label_aware_support cannot be joined")
+            raise InputError("sources whose support text differs in label_aware_support cannot be joined")
         self._parts = list(parts)
         self._names: list[str] = []
         self._labels: list[int] = []
@@ -267,7 +268,7 @@ class ConcatFeatures(ListedVideos):
             self._where.extend((i, p) for p in range(len(part.labels)))
         repeated = sorted({n for n in self._names if self._names.count(n) > 1})
         if repeated:
-            raise ValueError(f"class names occur in more than one source: {repeated}")
+            raise InputError(f"class names occur in more than one source: {repeated}")
 
     @property
     def text_roles(self) -> frozenset[str]:
@@ -314,7 +315,7 @@ def hold_out_classes(
         return train, val
     total = len(train.class_names)
     if n_classes < 0 or total - n_classes < 2:
-        raise ValueError(
+        raise InputError(
             f"train.val_train_classes = {n_classes} must be >= 0 and leave meta-train at least 2 of its {total} classes"
         )
     held = sorted(np.random.default_rng([seed, n_classes]).choice(total, size=n_classes, replace=False).tolist())

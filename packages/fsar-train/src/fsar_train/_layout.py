@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fsar_metric.errors import InputError
+
 __all__ = ["RunLayout"]
 
 
@@ -97,7 +99,7 @@ class RunLayout:
             ValueError: a shot count below 1.
         """
         if shots < 1 or trained_shots < 1:
-            raise ValueError(f"shot counts must be >= 1, got shots={shots}, trained_shots={trained_shots}")
+            raise InputError(f"shot counts must be >= 1, got shots={shots}, trained_shots={trained_shots}")
         return self if shots == trained_shots else RunLayout(self.root / f"shot{shots}")
 
     def test_episodes(self, n_way: int, n_shot: int, count: int, seed: int) -> Path:

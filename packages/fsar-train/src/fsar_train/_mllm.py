@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import Tensor
 
 from fsar_features import ExtractionConfig, FeatureCache, VideoItem, backend_for_model, extract_features
+from fsar_metric.errors import InputError
 from fsar_prompts import list_benchmarks, scenario_for
 from fsar_train._config import ExperimentConfig, FeatureConfig
 from fsar_train._features import ListedVideos, TextRole
@@ -64,10 +65,10 @@ class CachedFeatures(ListedVideos):
         support_prompt: str = "label",
     ) -> None:
         if support_prompt not in ("label", "label_free"):
-            raise ValueError(f"support_prompt must be 'label' or 'label_free', got {support_prompt!r}")
+            raise InputError(f"support_prompt must be 'label' or 'label_free', got {support_prompt!r}")
         missing = sorted(set(video_ids) - set(cache.video_ids))
         if missing:
-            raise ValueError(f"{len(missing)} videos are not in the feature cache {cache.root}, e.g. {missing[:3]}")
+            raise InputError(f"{len(missing)} videos are not in the feature cache {cache.root}, e.g. {missing[:3]}")
         self._cache = cache
         self._ids = list(video_ids)
         self._labels = [int(x) for x in labels]
@@ -116,7 +117,7 @@ def resolve_backend(config: ExperimentConfig) -> str:
     if feats.backend != "auto":
         return feats.backend
     if not feats.model:
-        raise ValueError("features.backend is 'auto' but features.model is empty: name a checkpoint (--model)")
+        raise InputError("features.backend is 'auto' but features.model is empty: name a checkpoint (--model)")
     return backend_for_model(_model_folder(feats.model))
 
 
@@ -199,11 +200,11 @@ def builtin_model(name: str) -> tuple[Path, str]:
     """
     name = name.removeprefix(BUILTIN_PREFIX)
     if name not in list_builtin_models():  # a name, never a path: "builtin:../../x" must not leave the package
-        raise ValueError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
+        raise InputError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
     folder = _MODELS / name
     weights = folder / "model.safetensors"
     if not weights.is_file():
-        raise ValueError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
+        raise InputError(f"unknown builtin model {name!r}; shipped: {', '.join(list_builtin_models()) or 'none'}")
     stat = weights.stat()
     digest = _weights_digest(str(weights), stat.st_size, stat.st_mtime_ns)
     return folder, f"{BUILTIN_PREFIX}{name}@{digest}"
@@ -239,7 +240,7 @@ def _mllm_source(split: DatasetSplit, config: ExperimentConfig) -> CachedFeature
     feats = config.features
     videos = [v for v in split.videos if v.path is not None]
     if len(videos) != len(split.videos):
-        raise ValueError(f"split {split.name!r} has videos without a file; the mllm source reads files")
+        raise InputError(f"split {split.name!r} has videos without a file; the mllm source reads files")
     items = [VideoItem(v.video_id, str(v.path), split.class_names[v.label]) for v in videos]
     cache_dir = mllm_cache_dir(config)
     summary = extract_features(

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from fsar_features import atomic_path, read_frames, sample_indices
+from fsar_metric.errors import InputError
 from fsar_train._config import ExperimentConfig
 from fsar_train._features import TensorFeatures
 from fsar_train._progress import make_progress
@@ -90,7 +91,7 @@ def _pixels_source(split: DatasetSplit, config: ExperimentConfig) -> TensorFeatu
     feats = config.features
     paths = [v.path for v in split.videos]
     if any(p is None for p in paths):
-        raise ValueError(f"split {split.name!r} has videos without a file; the pixels source decodes files")
+        raise InputError(f"split {split.name!r} has videos without a file; the pixels source decodes files")
     recipe = f"pixels/3 T={feats.n_frames} grid={feats.grid} subtract_mean={feats.subtract_mean}\n"
     digest = hashlib.sha256(recipe.encode())
     for video, path in zip(split.videos, paths, strict=True):

@@ -66,7 +66,16 @@ from fsar_features.backends import (
     build_word_tokenizer,
     tiny_backend,
 )
-from fsar_prompts import RenderedPrompt, TemplateSet, list_roles, load_templates, render_prompt, scenario_for
+from fsar_metric.errors import InputError, MissingFileError, OutputExistsError, as_input_error
+from fsar_prompts import (
+    PromptError,
+    RenderedPrompt,
+    TemplateSet,
+    list_roles,
+    load_templates,
+    render_prompt,
+    scenario_for,
+)
 from fsar_train._config import ExperimentConfig, PretrainConfig, config_to_toml
 from fsar_train._progress import make_progress
 from fsar_train._schedule import lr_factor
@@ -142,7 +151,7 @@ def motion_answers(manner: str, direction: str, behaviour: str) -> tuple[str, st
     """
     key_direction, key_manner = (behaviour, behaviour) if behaviour else (direction, manner)
     if key_direction not in _DIRECTION_ANSWERS or key_manner not in _MANNER_ANSWERS:
-        raise ValueError(
+        raise InputError(
             f"no motion answer for manner={manner!r} direction={direction!r} behaviour={behaviour!r}; "
             f"manners {sorted(k for k, _ in MANNERS)}, directions {sorted(k for k, _ in DIRECTIONS)}, "
             f"behaviours {sorted(k for k, _ in BEHAVIOURS)}"
@@ -208,7 +217,7 @@ def read_pretrain_rows(root: str | Path, split: str = "train") -> list[PretrainR
     root = Path(root)
     manifest = root / "manifest.csv"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} does not exist; generate synthetic-actions first (`fsar-train synth`)")
+        raise MissingFileError(f"{manifest} does not exist; generate synthetic-actions first (`fsar-train synth`)")
     with manifest.open(newline="", encoding="utf-8") as handle:
         return [
             PretrainRow(
@@ -256,7 +265,7 @@ def pretrain_vocabulary(rows: Sequence[PretrainRow], scenario: str, tasks: Seque
 def _tasks(config: PretrainConfig) -> list[str]:
     bad = [t for t in config.tasks if t not in PRETRAIN_TASKS]
     if bad or not config.tasks:
-        raise ValueError(f"pretrain.tasks must name tasks from {list_pretrain_tasks()}, got {list(config.tasks)}")
+        raise InputError(f"pretrain.tasks must name tasks from {list_pretrain_tasks()}, got {list(config.tasks)}")
     return list(config.tasks)
 
 
@@ -274,7 +283,7 @@ def _check(config: PretrainConfig) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(message)
+            raise InputError(message)
     _tasks(config)
 
 
@@ -291,7 +300,7 @@ class _Batcher:
         spec = PRETRAIN_TASKS[task]
         answer = spec.answer(row)
         if not answer:
-            raise ValueError(
+            raise InputError(
                 f"task {task!r} has no answer for video {row.video_id!r} (a manifest without motion keys?)"
             )
         key = (spec.role, None if spec.role == "query" else row.label, spec.question)
@@ -413,12 +422,12 @@ def load_pretrain_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError by cause
-        raise ValueError(
+        raise InputError(
             f"{path} is not a pretraining state this command wrote ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); delete it to start over"
         ) from None
     if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "step"} <= set(state):
-        raise ValueError(f"{path} is not a pretraining state this command wrote; delete it to start over")
+        raise InputError(f"{path} is not a pretraining state this command wrote; delete it to start over")
     return state
 
 
@@ -461,7 +470,7 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (
         not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "pretrain.json").exists())
     ):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{out_dir} exists and is not a pretrained model folder (no pretrain.json); choose another --out"
         )
 
@@ -548,7 +557,7 @@ def pretrain_video_llava(
         ValueError: not a synthetic-actions config, or a bad ``pretrain`` setting (named).
     """
     if config.data.format != "synthetic":
-        raise ValueError(
+        raise InputError(
             f"pretraining reads synthetic-actions captions; data.format is {config.data.format!r} (need 'synthetic')"
         )
     pre = config.pretrain
@@ -560,7 +569,8 @@ def pretrain_video_llava(
     root = Path(config.data.root)
     generate_synthetic_actions(root, config.synthetic, progress=progress)
     rows = read_pretrain_rows(root, "train")
-    scenario = config.features.scenario or scenario_for(config.data.benchmark)
+    with as_input_error(PromptError, context="data.benchmark: "):
+        scenario = config.features.scenario or scenario_for(config.data.benchmark)
     model, backend = _build(pre, pretrain_vocabulary(rows, scenario, tasks))
     batcher = _Batcher(backend, scenario, pre.n_frames)
     train_pos, val_pos = _split_held_out(rows, pre.val_fraction, pre.seed)

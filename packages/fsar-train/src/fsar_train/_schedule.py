@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from fsar_metric.errors import InputError
+
 __all__ = ["CosineEnd", "lr_factor"]
 
 #: Where the cosine decay reaches ``final_ratio``: on step ``total - 1``, or on step ``total``.
@@ -40,9 +42,9 @@ def lr_factor(step: int, *, warmup: int, total: int, final_ratio: float, ends: C
         [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
     """
     if ends not in _SPAN_OFFSET:
-        raise ValueError(f"unknown cosine end {ends!r}; valid: {', '.join(_SPAN_OFFSET)}")
+        raise InputError(f"unknown cosine end {ends!r}; valid: {', '.join(_SPAN_OFFSET)}")
     if step < 0 or warmup < 0:
-        raise ValueError(f"step and warmup must be non-negative, got step={step}, warmup={warmup}")
+        raise InputError(f"step and warmup must be non-negative, got step={step}, warmup={warmup}")
     if step < warmup:
         return (step + 1) / warmup
     span = max(total - warmup - _SPAN_OFFSET[ends], 1)

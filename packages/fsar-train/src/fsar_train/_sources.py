@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from fsar_metric.errors import InputError
 from fsar_train._features import FeatureSource
 from fsar_train._splits import DatasetSplit
 
@@ -33,7 +34,7 @@ def register_feature_source(name: str) -> Callable[[F], F]:
 
     def decorator(factory: F) -> F:
         if name in _SOURCES:
-            raise ValueError(f"a feature source named {name!r} is already registered")
+            raise InputError(f"a feature source named {name!r} is already registered")
         _SOURCES[name] = factory
         return factory
 
@@ -52,5 +53,5 @@ def create_feature_source(name: str, split: DatasetSplit, config: ExperimentConf
         ValueError: unknown name; the message lists the registered ones.
     """
     if name not in _SOURCES:
-        raise ValueError(f"unknown feature source {name!r}; registered: {', '.join(list_feature_sources())}")
+        raise InputError(f"unknown feature source {name!r}; registered: {', '.join(list_feature_sources())}")
     return _SOURCES[name](split, config)

@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from fsar_features import atomic_write_text
+from fsar_metric.errors import InputError, MissingFileError
 
 __all__ = [
     "DatasetSplit",
@@ -135,7 +136,7 @@ def shipped_class_names(benchmark: str, split: str) -> list[str] | None:
         (True, None)
     """
     if split not in _SPLITS:
-        raise ValueError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}")
+        raise InputError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}")
     if not benchmark or "/" in benchmark or benchmark.startswith("."):
         return None
     path = _shipped_root() / benchmark / f"{split}_classes.txt"
@@ -161,7 +162,7 @@ _TRX_NUMBER = {"ssv2-full": "07", "ssv2-small": "03", "kinetics100": "03", "ucf1
 _TRX_FILE = re.compile(r"^(train|val|test)list(\d+)\.txt$")
 
 
-class SplitFilesNotFoundError(FileNotFoundError, ValueError):
+class SplitFilesNotFoundError(MissingFileError, InputError):
     """A split folder holds no complete layout; a ``FileNotFoundError`` and a ``ValueError`` alike."""
 
 
@@ -237,13 +238,13 @@ def find_split_files(split_dir: str | Path, benchmark: str | None = None) -> Spl
             )
     elif len(complete) > 1:
         sets = ", ".join(f"list{n}" for n in complete)
-        raise ValueError(
+        raise InputError(
             f"split folder {folder} holds several complete TRX sets ({sets}); name the benchmark "
             f"({', '.join(sorted(_TRX_NUMBER))}) or give data.train_list / val_list / test_list explicitly"
         )
     clip = all(name in present for name in clip_names)
     if trx is not None and clip:
-        raise ValueError(
+        raise InputError(
             f"split folder {folder} holds both layouts complete (TRX's list{trx} and CLIP-FSAR's *_few_shot.txt); "
             "keep one, or give data.train_list / val_list / test_list explicitly"
         )
@@ -315,7 +316,7 @@ def read_class_names(path: str | Path) -> list[str]:
     if path.suffix.lower() == ".json":
         names = json.loads(text)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{path}: expected a JSON array of class names")
+            raise InputError(f"{path}: expected a JSON array of class names")
         return names
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -326,7 +327,7 @@ def _name_index(class_names: Sequence[str], source: str) -> dict[str, int]:
     for i, name in enumerate(class_names):
         key = normalize_class_name(name)
         if key in index:
-            raise ValueError(
+            raise InputError(
                 f"{source}: names {index[key]} ({class_names[index[key]]!r}) and {i} ({name!r}) are the same "
                 "class once normalised (case, '_', '[ ]'); each class must appear once"
             )
@@ -392,17 +393,17 @@ def read_split_file(
             prefix_format = match is not None
         elif prefix_format != (match is not None):
             kind = "split+class-index" if prefix_format else "class/video-id"
-            raise ValueError(f"{path}:{number}: {line!r} breaks the file's {kind} format")
+            raise InputError(f"{path}:{number}: {line!r} breaks the file's {kind} format")
         if match is None:
             label, slash, video_id = line.rpartition("/")
             label = label.strip()
             if not slash or not label or not video_id:
-                raise ValueError(f"{path}:{number}: expected 'class/video_id' or '<split><index>/<id>', got {line!r}")
+                raise InputError(f"{path}:{number}: expected 'class/video_id' or '<split><index>/<id>', got {line!r}")
             index = None
             if lookup is not None and class_names is not None:
                 index = lookup.get(normalize_class_name(label))
                 if index is None:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}:{number}: class {label!r} is not among the {len(class_names)} names of "
                         f"{names_source}; the list does not belong to this file (check data.benchmark and data.*_names)"
                     )
@@ -416,13 +417,13 @@ def read_split_file(
         folder = PurePosixPath(rest).parent.name if double else ""
         if class_names is not None:
             if index >= len(class_names):
-                raise ValueError(
+                raise InputError(
                     f"{path}:{number}: class index {index} is outside the {len(class_names)} class names "
                     f"of {names_source}"
                 )
             label = class_names[index]
             if folder and normalize_class_name(folder) != normalize_class_name(label):
-                raise ValueError(
+                raise InputError(
                     f"{path}:{number}: {line_split}{index} is {label!r} in {names_source}, but the line's class "
                     f"folder is {folder!r}; the name list does not belong to this file (check data.benchmark "
                     f"and data.{line_split}_names)"
@@ -431,12 +432,12 @@ def read_split_file(
             label = folder
             first = folder_of.setdefault(index, (folder, number))
             if normalize_class_name(first[0]) != normalize_class_name(folder):
-                raise ValueError(
+                raise InputError(
                     f"{path}:{number}: {line_split}{index} lies in folder {folder!r}, but line {first[1]} puts "
                     f"{line_split}{index} in {first[0]!r}; one index must be one class"
                 )
         else:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{number}: {line!r} carries only a class index ({line_split}{index}); the file carries "
                 f"no class names and fsar never uses an index as a name: {_names_hint(line_split)}"
             )
@@ -451,7 +452,7 @@ def read_folder_split(root: str | Path, *, split: str | None = None) -> list[Spl
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise MissingFileError(f"dataset folder {root} does not exist")
     entries = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for video in sorted(_iter_videos(class_dir)):
@@ -473,7 +474,7 @@ def read_csv_split(path: str | Path, *, split: str | None = None) -> list[SplitE
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
         if "label" not in columns or not ({"video_id", "path"} & columns):
-            raise ValueError(f"{path}: the header needs 'label' and 'video_id' or 'path', got {sorted(columns)}")
+            raise InputError(f"{path}: the header needs 'label' and 'video_id' or 'path', got {sorted(columns)}")
         entries = []
         for number, row in enumerate(reader, start=2):
             row_split = (row.get("split") or "").strip() or None
@@ -482,7 +483,7 @@ def read_csv_split(path: str | Path, *, split: str | None = None) -> list[SplitE
             rel = (row.get("path") or "").strip() or None
             video_id = (row.get("video_id") or "").strip() or (Path(rel).stem if rel else "")
             if not video_id:
-                raise ValueError(f"{path}:{number}: row has neither video_id nor path")
+                raise InputError(f"{path}:{number}: row has neither video_id nor path")
             entries.append(SplitEntry(video_id, row["label"].strip(), None, row_split or split, rel, number))
     return entries
 
@@ -544,7 +545,7 @@ class MissingReport:
         atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-class MissingVideosError(FileNotFoundError):
+class MissingVideosError(MissingFileError):
     """Raised by ``match_videos(..., strict=True)`` when listed videos have no file; carries the report."""
 
     def __init__(self, report: MissingReport) -> None:
@@ -601,7 +602,7 @@ def class_list(entries: Sequence[SplitEntry], class_names: Sequence[str] | None 
     unnamed = [e for e in entries if e.label is None]
     if unnamed:
         first = unnamed[0]
-        raise ValueError(
+        raise InputError(
             f"{len(unnamed)} entries carry only a class index (first: line {first.line}, "
             f"{first.split or ''}{first.class_index}/{first.video_id}); fsar never uses an index as a name: "
             f"{_names_hint(first.split)}"
@@ -649,7 +650,7 @@ def match_videos(
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist")
+        raise MissingFileError(f"data root {root} does not exist")
     names = class_list(entries, class_names)
     # A given list is matched by normalised name (TRX's "blasting sand" and CLIP-FSAR's "blasting_sand"
     # folder are one class); the sorted labels of a custom dataset by exact name, as they came.
@@ -661,14 +662,14 @@ def match_videos(
     def class_of(entry: SplitEntry) -> int:
         if class_names is not None and entry.class_index is not None:
             if entry.class_index >= len(names):
-                raise ValueError(
+                raise InputError(
                     f"{split}: entry {entry.video_id!r} (line {entry.line}) has class index {entry.class_index}, "
                     f"outside the {len(names)} class names"
                 )
             if entry.label is not None and normalize_class_name(entry.label) != normalize_class_name(
                 names[entry.class_index]
             ):
-                raise ValueError(
+                raise InputError(
                     f"{split}: entry {entry.video_id!r} (line {entry.line}) is class {entry.label!r} but its index "
                     f"{entry.class_index} names {names[entry.class_index]!r}"
                 )
@@ -676,7 +677,7 @@ def match_videos(
         label = entry.label or ""
         found = by_name.get(normalize_class_name(label) if class_names is not None else label)
         if found is None:
-            raise ValueError(
+            raise InputError(
                 f"{split}: entry {entry.video_id!r} (line {entry.line}) has class {label!r}, not in the "
                 f"{len(names)} class names of the split"
             )

@@ -52,6 +52,7 @@ import av
 import numpy as np
 
 from fsar_features import atomic_path, atomic_write_json, atomic_write_text
+from fsar_metric.errors import InputError
 from fsar_train._config import SyntheticConfig
 from fsar_train._progress import make_progress
 from fsar_train._yuv import rgb_to_yuv420p
@@ -297,7 +298,7 @@ def _profile(manner: str, u: np.ndarray) -> np.ndarray:
         return 0.18 * _sin(np.pi * u)
     if manner == "faster":
         return u**2
-    raise ValueError(f"unknown manner {manner!r}")
+    raise InputError(f"unknown manner {manner!r}")
 
 
 def _trajectory(cls: SyntheticClass, spec: SyntheticVideo, n_frames: int) -> np.ndarray:
@@ -526,14 +527,14 @@ def generate_synthetic_actions(
     """
     config = config or SyntheticConfig()
     if config.size % 2 or config.size < 16 or config.n_frames < 1 or config.videos_per_class < 1:
-        raise ValueError(f"need an even size >= 16, n_frames >= 1 and videos_per_class >= 1; got {config}")
+        raise InputError(f"need an even size >= 16, n_frames >= 1 and videos_per_class >= 1; got {config}")
     root = Path(root)
     info_path = root / "dataset.json"
     params = _params(config)
     if info_path.exists():
         saved = json.loads(info_path.read_text(encoding="utf-8"))
         if saved.get("params") != params:
-            raise ValueError(
+            raise InputError(
                 f"{root} holds synthetic-actions generated with {saved.get('params')}; this call asks for {params}. "
                 "Use another folder or delete this one."
             )

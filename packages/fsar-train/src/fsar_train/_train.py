@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from fsar_features import atomic_path, atomic_write_json, atomic_write_text
 from fsar_metric import Episode, create_metric, episode_losses, metric_capabilities, metric_spec
+from fsar_metric.errors import InputError
 from fsar_train._config import COSMETIC_KEYS, ExperimentConfig, config_diff, config_to_dict, config_to_toml, load_config
 from fsar_train._episodes import EpisodeList, EpisodeSampler
 from fsar_train._evaluate import mean_ci, run_episodes
@@ -162,7 +163,7 @@ def prepare_run_dir(run_dir: str | Path, config: ExperimentConfig) -> Path:
         saved = load_config(saved_path)
         differences = config_diff(saved, config, ignore=("eval", *COSMETIC_KEYS))
         if differences and _holds_results(run_dir):
-            raise ValueError(
+            raise InputError(
                 f"run folder {run_dir} was made with a different config; use another folder or the same config. "
                 "Differences (saved -> now): " + "; ".join(differences)
             )
@@ -202,12 +203,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
+        raise InputError(
             f"{path} cannot be read as a checkpoint ({type(err).__name__}: {first}); it is damaged or not "
             "an fsar-train checkpoint: move it away to train again from the start"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an fsar-train checkpoint")
+        raise InputError(f"{path} is not an fsar-train checkpoint")
     return checkpoint
 
 
@@ -278,7 +279,7 @@ def train(
     train_source, val_source = hold_out_classes(train_source, val_source, tc.val_train_classes, tc.val_seed)
     world, rank, local_rank = _distributed()
     if tc.episodes_per_step % world:
-        raise ValueError(f"train.episodes_per_step = {tc.episodes_per_step} must be a multiple of WORLD_SIZE = {world}")
+        raise InputError(f"train.episodes_per_step = {tc.episodes_per_step} must be a multiple of WORLD_SIZE = {world}")
     device = resolve_device(tc.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -424,7 +425,7 @@ def _train_loop(
                     terms = objective(episode)
                     total = sum(weights.get(k, 1.0) * v for k, v in terms.items() if weights.get(k, 1.0) != 0)
                     if not isinstance(total, Tensor):
-                        raise ValueError(f"every loss term has weight 0: {sorted(terms)}")
+                        raise InputError(f"every loss term has weight 0: {sorted(terms)}")
                     (total / len(local)).backward()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fsar_features import describe_os_error
+from fsar_metric.errors import FsarError
 from fsar_train._config import (
     ExperimentConfig,
     apply_overrides,
@@ -114,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _dispatch(args, argv, console)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        # A user's mistake (a bad value, a missing file, a folder made with another config): one
-        # sentence on stderr, no traceback. Bugs (other exceptions) keep theirs.
+    except FsarError as err:
+        # What fsar raises on purpose (a bad value, a missing file, a folder made with another
+        # config): one sentence on stderr, no traceback. Bugs (other exceptions) keep theirs.
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: named, no traceback

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from fsar_metric import FSARLLaVA
+from fsar_metric.errors import InputError
 
 __all__ = ["action_prototype", "check_store_head", "encode_query", "head_fingerprint"]
 
@@ -30,7 +31,7 @@ def check_store_head(head: FSARLLaVA) -> None:
         ValueError: ``ctpc.task_step`` is not ``off`` (the store builds each action alone).
     """
     if head.config.ctpc.enabled and head.config.ctpc.task_step != "off":
-        raise ValueError(
+        raise InputError(
             f"the store builds each action's prototype alone, but this head's CTPC task step "
             f"({head.config.ctpc.task_step!r}) attends across the classes of an episode; "
             "use a head with task_step='off'"

@@ -24,6 +24,7 @@ from fsar_apps.store._schema import StoreRecipe
 from fsar_apps.store._store import PrototypeStore, calibrate_threshold
 from fsar_features import FeatureCache, FeatureExtractor, VideoFeatures, VideoReadError, create_backend
 from fsar_metric import FSARLLaVA
+from fsar_metric.errors import InputError, MissingFileError
 from fsar_train import (
     ExperimentConfig,
     FeatureSource,
@@ -105,17 +106,17 @@ def load_trained_run(run_dir: str | Path, *, shots: int = STORE_SHOTS) -> Traine
     """
     layout = RunLayout(Path(run_dir))
     if not layout.config.is_file():
-        raise ValueError(f"{layout.root} is not a run folder (no {layout.config.name}); run `uv run apps/train` first")
+        raise InputError(f"{layout.root} is not a run folder (no {layout.config.name}); run `uv run apps/train` first")
     config = load_config(layout.config)
     if config.features.source != "mllm" or config.metric.name != "fsar_llava":
-        raise ValueError(
+        raise InputError(
             f"the store needs a run of the fsar_llava head on mllm features; {layout.root} trained "
             f"{config.metric.name!r} on {config.features.source!r}"
         )
     cache = FeatureCache.open(mllm_cache_dir(config))
     checkpoint = store_checkpoint(layout, config, shots)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint} does not exist: train the run first")
+        raise MissingFileError(f"{checkpoint} does not exist: train the run first")
     head = build_metric(config, cache.visual_dim, cache.text_dim)
     if not isinstance(head, FSARLLaVA):  # the config check above makes this a bug, not a user error
         raise TypeError(f"build_metric gave {type(head).__name__} for metric 'fsar_llava'")
@@ -221,7 +222,7 @@ def extract_videos(run: TrainedRun, videos: list[Path], label: str | None) -> li
     """
     for path in videos:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"no video file at {path}")
+            raise MissingFileError(f"no video file at {path}")
     backend = create_backend(resolve_backend(run.config), **backend_kwargs(run.config))
     extractor = FeatureExtractor(backend, extraction_config(run.config))
     if extractor.recipe != run.recipe.feature_recipe:
@@ -229,7 +230,7 @@ def extract_videos(run: TrainedRun, videos: list[Path], label: str | None) -> li
             f"{key}: {cache!r} (cache) vs {now!r} (now)"
             for key, (cache, now) in run.recipe.feature_recipe.diff(extractor.recipe).items()
         )
-        raise ValueError(
+        raise InputError(
             "the videos would be extracted with another feature recipe than the run's cache; "
             f"differences: {differences}"
         )
@@ -238,7 +239,7 @@ def extract_videos(run: TrainedRun, videos: list[Path], label: str | None) -> li
         try:
             out.append(extractor.extract(path, label=label, video_id=Path(path).stem))
         except VideoReadError as err:
-            raise ValueError(f"cannot read {path}: {err}") from None
+            raise InputError(f"cannot read {path}: {err}") from None
     return out
 
 
@@ -278,7 +279,7 @@ def evaluate_store(
         hitsk.append(name in ranked)
         unknown.append(result.unknown)
     if not hits1:
-        raise ValueError("no video of the split belongs to a stored action (outside the support videos)")
+        raise InputError("no video of the split belongs to a stored action (outside the support videos)")
     n = len(hits1)
     top1 = sum(hits1) / n
     return StoreEvaluation(

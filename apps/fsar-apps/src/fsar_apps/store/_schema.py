@@ -15,6 +15,7 @@ from lancedb.pydantic import LanceModel, MultiVector, Vector
 
 from fsar_features import FeatureRecipe
 from fsar_metric import MPMMConfig
+from fsar_metric.errors import InputError
 
 __all__ = ["StoreRecipe", "prototype_model"]
 
@@ -39,7 +40,7 @@ def _mpmm_from_json(data: Mapping[str, Any]) -> MPMMConfig:
     known = {f.name for f in dataclasses.fields(MPMMConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown MPMM settings {unknown} in a store recipe; valid: {', '.join(sorted(known))}")
+        raise InputError(f"unknown MPMM settings {unknown} in a store recipe; valid: {', '.join(sorted(known))}")
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
     return MPMMConfig(**values)
 
@@ -111,14 +112,14 @@ class StoreRecipe:
         data = json.loads(text)
         keys = set(data)
         if keys not in (_KEYS, _LEGACY_KEYS):
-            raise ValueError(
+            raise InputError(
                 f"a store recipe has the keys {sorted(_KEYS)} (or, written by an older fsar, {sorted(_LEGACY_KEYS)}); "
                 f"this one has {sorted(keys)}"
             )
         try:
             feature_recipe = FeatureRecipe.from_json(data["feature_recipe"])
         except (TypeError, ValueError) as error:
-            raise ValueError(f"the store's feature recipe does not read as a FeatureRecipe: {error}") from None
+            raise InputError(f"the store's feature recipe does not read as a FeatureRecipe: {error}") from None
         legacy = "mpmm" not in data
         return cls(
             feature_recipe=feature_recipe,

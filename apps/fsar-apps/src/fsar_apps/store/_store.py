@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from fsar_apps.store._schema import StoreRecipe, prototype_model
 from fsar_metric import MPMMConfig, build_temporal, mpmm_match
+from fsar_metric.errors import InputError
 
 __all__ = [
     "ActionInfo",
@@ -95,7 +96,7 @@ def _write_method(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(InputError):
     """Prototypes or a store made with a different feature recipe or head."""
 
 
@@ -220,13 +221,13 @@ def check_name(kind: str, value: str) -> str:
     """
     shown = repr(value[:40]) + ("…" if len(value) > 40 else "")
     if not value.strip():
-        raise ValueError(f"an {kind} name cannot be empty" if kind == "action" else f"a {kind} cannot be empty")
+        raise InputError(f"an {kind} name cannot be empty" if kind == "action" else f"a {kind} cannot be empty")
     if len(value) > MAX_NAME_LENGTH:
-        raise ValueError(f"{kind} names are at most {MAX_NAME_LENGTH} characters; got {len(value):,} ({shown})")
+        raise InputError(f"{kind} names are at most {MAX_NAME_LENGTH} characters; got {len(value):,} ({shown})")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{kind} names cannot contain control characters (got {shown})")
+        raise InputError(f"{kind} names cannot contain control characters (got {shown})")
     if kind == "tag" and "/" in value:
-        raise ValueError(f"a tag cannot contain '/' (got {shown}): the store's key is tag/action")
+        raise InputError(f"a tag cannot contain '/' (got {shown}): the store's key is tag/action")
     return value
 
 
@@ -254,9 +255,9 @@ def calibrate_threshold(known: Tensor, unknown: Tensor, *, min_tpr: float = 0.5)
         ValueError: either side is empty, or ``min_tpr`` is outside [0, 1].
     """
     if known.numel() == 0 or unknown.numel() == 0:
-        raise ValueError(f"calibration needs both known and unknown queries, got {known.numel()} and {unknown.numel()}")
+        raise InputError(f"calibration needs both known and unknown queries, got {known.numel()} and {unknown.numel()}")
     if not 0.0 <= min_tpr <= 1.0:
-        raise ValueError(f"min_tpr must be in [0, 1], got {min_tpr}")
+        raise InputError(f"min_tpr must be in [0, 1], got {min_tpr}")
     candidates = torch.cat([known, unknown, known.new_tensor([math.inf])]).unique()  # sorted
     tpr = (known[None, :] >= candidates[:, None]).float().mean(1)
     fpr = (unknown[None, :] >= candidates[:, None]).float().mean(1)
@@ -330,11 +331,11 @@ class PrototypeStore:
         """``open`` without the fault translation."""
         missing = f"no prototype store at {uri}: create one by opening it with a StoreRecipe (e.g. `store build`)"
         if "://" not in uri and Path(uri).exists() and not Path(uri).is_dir():
-            raise ValueError(f"{uri} is a file, not a prototype store (a folder): choose another store path")
+            raise InputError(f"{uri} is a file, not a prototype store (a folder): choose another store path")
         if recipe is None and "://" not in uri and not (Path(uri) / f"{_META_TABLE}.lance").is_dir():
-            raise ValueError(missing)  # a read-only open never creates anything (connect makes the folder)
+            raise InputError(missing)  # a read-only open never creates anything (connect makes the folder)
         if recipe is not None and (recipe.dim < 1 or recipe.n_frames < 1):
-            raise ValueError(f"a store recipe needs dim >= 1 and n_frames >= 1, got {recipe.describe()}")
+            raise InputError(f"a store recipe needs dim >= 1 and n_frames >= 1, got {recipe.describe()}")
         me = uuid.uuid4().hex  # this process's id in table-creation claims (``_open_or_claim``)
         # Read-your-writes across processes: every read sees the latest committed version.
         db = lancedb.connect(uri, read_consistency_interval=timedelta(0), storage_options=storage_options)
@@ -342,7 +343,7 @@ class PrototypeStore:
             try:
                 meta = db.open_table(_META_TABLE)
             except ValueError:  # not there (or another process is creating it: not a store yet)
-                raise ValueError(missing) from None
+                raise InputError(missing) from None
         else:
             # The first commit holds the recipe and this process's claim to create the prototype table.
             rows = [{"key": "recipe", "value": recipe.to_json()}, {"key": f"table:{table_name}", "value": me}]
@@ -401,7 +402,7 @@ class PrototypeStore:
             # Its claimant died before creating it: withdraw that claim and claim again.
             _retry_conflicts(lambda owner=owner: meta.delete(f"key = {_sql(key)} AND value = {_sql(str(owner))}"))
             owner = None
-        raise ValueError(f"the table {name!r} of the store {uri} was claimed but never created; run the command again")
+        raise InputError(f"the table {name!r} of the store {uri} was claimed but never created; run the command again")
 
     @staticmethod
     def _open_or_create(db: Any, name: str, first: pa.Table) -> Any:
@@ -446,7 +447,7 @@ class PrototypeStore:
         rows = rows or cls._recipe_rows(meta)
         recipes = sorted(set(rows))
         if not recipes:
-            raise ValueError(f"the store at {uri} records no recipe (an interrupted creation): delete it and rebuild")
+            raise InputError(f"the store at {uri} records no recipe (an interrupted creation): delete it and rebuild")
         if len(recipes) > 1:
             described = "; ".join(
                 f"{r.describe()} (recipe {r.fingerprint})" for r in map(StoreRecipe.from_json, recipes)
@@ -502,12 +503,12 @@ class PrototypeStore:
             )
         expected = (self.recipe.n_frames, self.recipe.dim)
         if tuple(visual.shape) != expected or tuple(text.shape) != (self.recipe.dim,):
-            raise ValueError(
+            raise InputError(
                 f"a prototype must be visual [T, D] = {list(expected)} and text [D] = [{self.recipe.dim}], "
                 f"got {list(visual.shape)} and {list(text.shape)}"
             )
         if not (torch.isfinite(visual).all() and torch.isfinite(text).all()):
-            raise ValueError("a prototype holds NaN or inf values")
+            raise InputError("a prototype holds NaN or inf values")
 
     def _row(
         self,
@@ -593,10 +594,10 @@ class PrototypeStore:
             ValueError: no items, the same action twice, or an item ``add`` would refuse.
         """
         if not items:
-            raise ValueError("add_many got no actions")
+            raise InputError("add_many got no actions")
         names = [item[0] for item in items]
         if len(set(names)) != len(names):
-            raise ValueError(
+            raise InputError(
                 f"add_many got the same action twice: {sorted(n for n in set(names) if names.count(n) > 1)}"
             )
         rows = []
@@ -627,7 +628,7 @@ class PrototypeStore:
         self._require(old, tag)
         check_name("action", new)
         if self._exists(new, tag):
-            raise ValueError(f"cannot rename {old!r} to {new!r}: {new!r} already exists in tag {tag!r}")
+            raise InputError(f"cannot rename {old!r} to {new!r}: {new!r} already exists in tag {tag!r}")
         self._table.update(
             where=f"key = {_sql(_key(tag, old))}", values={"key": _key(tag, new), "action": new, "action_text": new}
         )
@@ -639,7 +640,7 @@ class PrototypeStore:
     def _require(self, action: str, tag: str) -> None:
         if not self._exists(action, tag):
             known = [a.action for a in self.list(tag=tag)]
-            raise ValueError(f"no action {action!r} in tag {tag!r}; stored: {', '.join(known) or '(none)'}")
+            raise InputError(f"no action {action!r} in tag {tag!r}; stored: {', '.join(known) or '(none)'}")
 
     # ------------------------------------------------------------------ versions
     @property
@@ -655,7 +656,7 @@ class PrototypeStore:
         """Make ``version``'s content the latest (as a new version, so nothing is lost)."""
         known = [v for v, _ in self.versions()]
         if version not in known:
-            raise ValueError(f"no version {version}; the table has versions {known[0]}..{known[-1]}")
+            raise InputError(f"no version {version}; the table has versions {known[0]}..{known[-1]}")
         self._table.restore(version)
         return self.version
 
@@ -715,7 +716,7 @@ class PrototypeStore:
             self._meta.delete("key = 'unknown_threshold'")
             return
         if math.isnan(threshold):
-            raise ValueError("the unknown threshold must be a number (a confidence, log(M · p)), got nan")
+            raise InputError("the unknown threshold must be a number (a confidence, log(M · p)), got nan")
         self._upsert(self._meta, [{"key": "unknown_threshold", "value": repr(float(threshold))}])
 
     def _candidates(
@@ -793,9 +794,9 @@ class PrototypeStore:
             ``QueryResult``; an empty store gives no matches (and ``best`` None).
         """
         if frames.dim() != 2 or frames.shape[-1] != self.recipe.dim:
-            raise ValueError(f"query frames must be [T, D] with D = {self.recipe.dim}, got {list(frames.shape)}")
+            raise InputError(f"query frames must be [T, D] with D = {self.recipe.dim}, got {list(frames.shape)}")
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise InputError(f"k must be >= 1, got {k}")
         config = mpmm if mpmm is not None else self.recipe.mpmm
         names, tags, proto_frames, proto_text = self._candidates(
             frames.detach().float().cpu(), None if text is None else text.detach().float().cpu(), candidates, tag

@@ -61,6 +61,7 @@ from fsar_features.backends._hf import (
     read_preprocessing,
     seeded_init,
 )
+from fsar_metric.errors import InputError
 
 __all__ = [
     "FAMILIES",
@@ -96,7 +97,7 @@ class TinyShape:
         sizes |= {"vision_hidden_size": self.vision_hidden_size, "vision_layers": self.vision_layers}
         bad = {name: value for name, value in sizes.items() if not isinstance(value, int) or value < 1}
         if bad:
-            raise ValueError(f"tiny model sizes must be positive integers, got {bad}")
+            raise InputError(f"tiny model sizes must be positive integers, got {bad}")
 
 
 def _video_llava_tokens_per_frame(config: PretrainedConfig) -> int:
@@ -113,7 +114,7 @@ def _llava_next_video_tokens_per_frame(config: PretrainedConfig) -> int:
             square patch grid without CLS).
     """
     if config.vision_feature_select_strategy != "default":
-        raise ValueError(
+        raise InputError(
             f"LLaVA-NeXT-Video video features need vision_feature_select_strategy='default', "
             f"got {config.vision_feature_select_strategy!r}"
         )
@@ -195,7 +196,7 @@ def get_family(name: str) -> VideoFamily:
         ValueError: an unknown family (the message lists them).
     """
     if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; valid: {', '.join(sorted(FAMILIES))}")
+        raise InputError(f"unknown model family {name!r}; valid: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
 
 

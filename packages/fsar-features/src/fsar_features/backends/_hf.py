@@ -36,6 +36,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from fsar_features._registry import BackendOutput
 from fsar_features._spatial import resize_and_center_crop
+from fsar_metric.errors import InputError, MissingFileError
 from fsar_prompts import RenderedPrompt
 
 __all__ = [
@@ -77,7 +78,7 @@ def default_device_dtype(
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype, None)
         if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-            raise ValueError(f"unknown dtype {dtype!r}; valid: float32, bfloat16, float16")
+            raise InputError(f"unknown dtype {dtype!r}; valid: float32, bfloat16, float16")
         dtype = resolved
     return dev, dtype
 
@@ -174,9 +175,9 @@ class HFVideoBackend:
         dtype: torch.dtype | None = None,
     ) -> None:
         if (model is None) == (loader is None):
-            raise ValueError("HFVideoBackend takes either a model or a loader, not both and not neither")
+            raise InputError("HFVideoBackend takes either a model or a loader, not both and not neither")
         if loader is not None and (config is None or device is None or dtype is None):
-            raise ValueError("a lazy HFVideoBackend (loader=...) needs the model's config, device and dtype")
+            raise InputError("a lazy HFVideoBackend (loader=...) needs the model's config, device and dtype")
         self._model: nn.Module | None = None
         self._loader = loader
         self._lock = threading.Lock()
@@ -238,7 +239,7 @@ class HFVideoBackend:
         """uint8 ``[B, T, H, W, 3]`` → normalised ``[B, T, 3, crop, crop]`` (see ``FeatureBackend``)."""
         array = frames.numpy() if isinstance(frames, Tensor) else np.asarray(frames)
         if array.ndim != 5 or array.shape[-1] != 3 or array.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [B, T, H, W, 3], got {array.dtype} {list(array.shape)}")
+            raise InputError(f"frames must be uint8 [B, T, H, W, 3], got {array.dtype} {list(array.shape)}")
         _ = self.model  # a lazy backend loads here, after the check, so device and dtype are the model's
         if array.shape[2:4] != (self.crop_size, self.crop_size):
             array = np.stack([resize_and_center_crop(clip, self.frame_size, self.crop_size) for clip in array])
@@ -258,7 +259,7 @@ class HFVideoBackend:
             ValueError: as ``tokenize``; or a slow (Python) tokenizer, which has no offsets.
         """
         if not getattr(self.tokenizer, "is_fast", False):
-            raise ValueError(
+            raise InputError(
                 f"backend {self.name!r} has a slow tokenizer ({type(self.tokenizer).__name__}), which gives no "
                 f"character offsets; load a fast one (AutoTokenizer.from_pretrained(..., use_fast=True))"
             )
@@ -268,7 +269,7 @@ class HFVideoBackend:
 
     def _expanded_text(self, prompt: RenderedPrompt, n_frames: int) -> str:
         if prompt.family != self.family or prompt.prefix is None or prompt.suffix is None:
-            raise ValueError(
+            raise InputError(
                 f"backend {self.name!r} takes video prompts of the {self.family!r} family, got a "
                 f"{prompt.family!r} {prompt.role!r} prompt ({prompt.id})"
             )
@@ -283,7 +284,7 @@ class HFVideoBackend:
             ids = [self.video_token_id if i == self._placeholder_id else i for i in ids]
         found = sum(1 for i in ids if i == self.video_token_id)
         if found != n_video:
-            raise ValueError(
+            raise InputError(
                 f"expanding the video placeholder for T={n_frames} × V={self.tokens_per_frame} should give "
                 f"{n_video} video tokens (id {self.video_token_id}) but the tokenizer gave {found}"
             )
@@ -332,7 +333,7 @@ class PretrainedParts:
 def _not_found(family: str, ref: str, error: OSError) -> FileNotFoundError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     why = "downloads are off (HF_HUB_OFFLINE=1)" if offline else f"loading failed ({error})"
-    return FileNotFoundError(
+    return MissingFileError(
         f"cannot load the {family} model {ref!r}: it is neither a local checkpoint folder nor in the "
         f"Hugging Face cache, and {why}"
     )
@@ -366,7 +367,7 @@ def open_pretrained(
     looks_local = local.exists() or ref.startswith((".", "/", "~")) or ref.count("/") > 1  # hub ids are "org/name"
     if looks_local and not (local / "config.json").is_file():
         what = "has no config.json" if local.is_dir() else "does not exist"
-        raise FileNotFoundError(f"cannot load the {family} model: the folder {ref!r} {what}")
+        raise MissingFileError(f"cannot load the {family} model: the folder {ref!r} {what}")
     try:
         config = AutoConfig.from_pretrained(ref)
         tokenizer = AutoTokenizer.from_pretrained(ref)
@@ -465,7 +466,7 @@ def build_word_tokenizer(
     specials = dict(special_ids) if special_ids is not None else {t: i for i, t in enumerate(TINY_SPECIAL_TOKENS)}
     missing = sorted({"<unk>", "<s>", "</s>", "<image>", "<video>", pad_token} - specials.keys())
     if missing or len(set(specials.values())) != len(specials) or min(specials.values()) < 0:
-        raise ValueError(
+        raise InputError(
             f"special_ids must give distinct non-negative ids to <unk> <s> </s> <image> <video> and the pad token "
             f"{pad_token!r}; got {specials} (missing: {missing})"
         )

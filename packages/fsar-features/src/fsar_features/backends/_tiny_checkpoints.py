@@ -93,6 +93,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextImageProcessorP
 
 from fsar_features.backends._families import get_family
 from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, build_word_tokenizer, seeded_init
+from fsar_metric.errors import InputError
 
 __all__ = ["GEOMETRIES", "LLAVA_NEXT_VIDEO_7B", "VIDEO_LLAVA_7B", "CheckpointGeometry", "save_tiny_checkpoint"]
 
@@ -285,7 +286,7 @@ def save_tiny_checkpoint(
         32001
     """
     if family not in GEOMETRIES:
-        raise ValueError(f"no tiny checkpoint for family {family!r}; valid: {', '.join(sorted(GEOMETRIES))}")
+        raise InputError(f"no tiny checkpoint for family {family!r}; valid: {', '.join(sorted(GEOMETRIES))}")
     geometry = GEOMETRIES[family]
     widths = _Widths(hidden_size, n_layers, vision_hidden_size, vision_layers)
     out = Path(out_dir)

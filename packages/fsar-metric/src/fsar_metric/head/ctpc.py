@@ -34,6 +34,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fsar_metric._common import check_choice
+from fsar_metric.errors import InputError
 
 __all__ = ["CTPC", "CTPCConfig", "Prototypes"]
 
@@ -66,7 +67,7 @@ class CTPCConfig:
         check_choice("ctpc.task_step", self.task_step, ("off", "text", "visual", "both"))
         check_choice("ctpc.shot_merge", self.shot_merge, ("after", "before"))
         if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"ctpc.beta must lie in [0, 1], got {self.beta}")
+            raise InputError(f"ctpc.beta must lie in [0, 1], got {self.beta}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class CTPC(nn.Module):
             return frames
         token = text if self.config.text_token == "label_aware" else None
         if self.config.text_token == "label_aware" and text is None:
-            raise ValueError("CTPC with text_token='label_aware' needs the support videos' label-aware text")
+            raise InputError("CTPC with text_token='label_aware' needs the support videos' label-aware text")
         return self._modulate(frames, token)
 
     def encode_query(self, frames: Tensor, text: Tensor | None) -> Tensor:
@@ -141,7 +142,7 @@ class CTPC(nn.Module):
             return frames
         token = text if self.config.query_text_token == "label_free" else None
         if self.config.query_text_token == "label_free" and text is None:
-            raise ValueError("CTPC with query_text_token='label_free' needs the queries' label-free text")
+            raise InputError("CTPC with query_text_token='label_free' needs the queries' label-free text")
         return self._modulate(frames, token)
 
     def prototypes(self, frames: Tensor, text: Tensor | None, text_free: Tensor | None) -> Prototypes:
@@ -159,7 +160,7 @@ class CTPC(nn.Module):
             ValueError: neither text stream is given (there is no textual prototype to build).
         """
         if text is None and text_free is None:
-            raise ValueError("CTPC needs the support text (label-aware, label-free or both) to build P_t")
+            raise InputError("CTPC needs the support text (label-aware, label-free or both) to build P_t")
         if self.config.enabled and self.config.shot_merge == "before":
             merged_text = None if text is None else text.mean(1)  # [N, D]
             token = merged_text if self.config.text_token == "label_aware" else None

@@ -29,6 +29,7 @@ from fsar_metric._common import apply_temperature, check_temperature
 from fsar_metric._multimodal import Episode
 from fsar_metric._registry import register_metric
 from fsar_metric._shapes import check_episode, check_finite, check_text, fmt_shape
+from fsar_metric.errors import InputError
 from fsar_metric.head.ctpc import CTPC, CTPCConfig, Prototypes
 from fsar_metric.head.mfem import MFEM, MFEMConfig
 from fsar_metric.head.mpmm import MPMMConfig, MPMMOutput, build_temporal, mpmm_match
@@ -61,9 +62,9 @@ class LossConfig:
     def __post_init__(self) -> None:
         for name in ("episode_ce", "modality_ce", "base_class_ce"):
             if getattr(self, name) < 0:
-                raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
         if not self.base_class_tau > 0:
-            raise ValueError(f"losses.base_class_tau must be > 0, got {self.base_class_tau}")
+            raise InputError(f"losses.base_class_tau must be > 0, got {self.base_class_tau}")
 
 
 @dataclass(frozen=True)
@@ -86,18 +87,18 @@ class FSARLLaVAConfig:
     def __post_init__(self) -> None:
         for name, kind in (("mfem", MFEMConfig), ("ctpc", CTPCConfig), ("mpmm", MPMMConfig), ("losses", LossConfig)):
             if not isinstance(getattr(self, name), kind):
-                raise ValueError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
         if self.text_in_dim is not None and self.text_in_dim < 1:
-            raise ValueError(f"text_in_dim must be positive (or None = in_dim), got {self.text_in_dim}")
+            raise InputError(f"text_in_dim must be positive (or None = in_dim), got {self.text_in_dim}")
         if min(self.in_dim, self.dim, self.n_frames, self.n_heads) < 1:
-            raise ValueError(
+            raise InputError(
                 f"in_dim, dim, n_frames and n_heads must be positive, got {self.in_dim}, {self.dim}, "
                 f"{self.n_frames}, {self.n_heads}"
             )
         if self.dim % self.n_heads:
-            raise ValueError(f"dim = {self.dim} must be divisible by n_heads = {self.n_heads}")
+            raise InputError(f"dim = {self.dim} must be divisible by n_heads = {self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+            raise InputError(f"dropout must lie in [0, 1), got {self.dropout}")
 
 
 #: The sections of ``FSARLLaVAConfig`` that are dataclasses of their own.
@@ -120,7 +121,7 @@ def config_from_fields(fields: Mapping[str, Any]) -> FSARLLaVAConfig:
     known = {f.name for f in dataclasses.fields(FSARLLaVAConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise ValueError(f"unknown FSARLLaVAConfig fields {unknown}; valid: {', '.join(sorted(known))}")
+        raise InputError(f"unknown FSARLLaVAConfig fields {unknown}; valid: {', '.join(sorted(known))}")
     values = dict(fields)
     for section, kind in _SECTIONS.items():
         given = values.get(section)
@@ -129,7 +130,7 @@ def config_from_fields(fields: Mapping[str, Any]) -> FSARLLaVAConfig:
         valid = {f.name for f in dataclasses.fields(kind)}
         bad = sorted(set(given) - valid)
         if bad:
-            raise ValueError(f"unknown {section} option(s) {bad}; valid: {', '.join(sorted(valid))}")
+            raise InputError(f"unknown {section} option(s) {bad}; valid: {', '.join(sorted(valid))}")
         values[section] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
     return FSARLLaVAConfig(**values)
 
@@ -166,7 +167,7 @@ def ablation(config: FSARLLaVAConfig, name: str) -> FSARLLaVAConfig:
         ValueError: unknown name; the message lists the valid ones.
     """
     if name not in ABLATIONS:
-        raise ValueError(f"unknown ablation {name!r}; valid: {', '.join(ABLATIONS)}")
+        raise InputError(f"unknown ablation {name!r}; valid: {', '.join(ABLATIONS)}")
     return ABLATIONS[name](config)
 
 
@@ -264,7 +265,7 @@ class FSARLLaVA(nn.Module):
     ) -> None:
         super().__init__()
         if config is not None and fields:
-            raise ValueError(f"give FSARLLaVA a config or fields, not both (got fields {sorted(fields)})")
+            raise InputError(f"give FSARLLaVA a config or fields, not both (got fields {sorted(fields)})")
         if config is None:
             config = config_from_fields(fields)
         check_temperature(temperature)
@@ -326,7 +327,7 @@ class FSARLLaVA(nn.Module):
         """
         step = visual.shape[0] if chunk_size is None else chunk_size
         if step < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         supports, queries = [], []
         for start in range(0, visual.shape[0], step):
             part = slice(start, start + step)
@@ -360,7 +361,7 @@ class FSARLLaVA(nn.Module):
         if support_text_free is not None:
             check_text(support, query, support_text_free, query_text, required=False)
         if support.shape[-1] != self.config.in_dim:
-            raise ValueError(f"FSARLLaVA was built for D_in = {self.config.in_dim}, got support {fmt_shape(support)}")
+            raise InputError(f"FSARLLaVA was built for D_in = {self.config.in_dim}, got support {fmt_shape(support)}")
         text_width = self.config.in_dim if self.config.text_in_dim is None else self.config.text_in_dim
         for name, text in (
             ("support_text", support_text),
@@ -368,14 +369,14 @@ class FSARLLaVA(nn.Module):
             ("support_text_free", support_text_free),
         ):
             if text is not None and text.shape[-1] != text_width:
-                raise ValueError(f"FSARLLaVA was built for text width D_t = {text_width}, got {name} {fmt_shape(text)}")
+                raise InputError(f"FSARLLaVA was built for text width D_t = {text_width}, got {name} {fmt_shape(text)}")
         if support_text is None and support_text_free is None:
-            raise ValueError("FSARLLaVA needs support text: support_text (label-aware) and/or support_text_free")
+            raise InputError("FSARLLaVA needs support text: support_text (label-aware) and/or support_text_free")
         needs_query_text = "text" in self.config.mpmm.cues or (
             self.config.ctpc.enabled and self.config.ctpc.query_text_token == "label_free"
         )
         if needs_query_text and query_text is None:
-            raise ValueError("FSARLLaVA needs query_text (the label-free prompt's text feature of each query)")
+            raise InputError("FSARLLaVA needs query_text (the label-free prompt's text feature of each query)")
         if self.check_finite:
             check_finite(
                 support=support,
@@ -428,7 +429,7 @@ class FSARLLaVA(nn.Module):
         ``[C, D_in]`` and ``episode.query_class_ids`` ``[Q]``.
         """
         if episode.query_labels is None:
-            raise ValueError("FSARLLaVA.losses needs an episode with query_labels")
+            raise InputError("FSARLLaVA.losses needs an episode with query_labels")
         weights = self.config.losses
         output, queries = self._run(
             episode.support, episode.query, episode.support_text, episode.query_text, episode.support_text_free
@@ -443,7 +444,7 @@ class FSARLLaVA(nn.Module):
             terms["modality_ce"] = weights.modality_ce * torch.stack(per_cue).mean()
         if weights.base_class_ce > 0:
             if episode.class_anchors is None or episode.query_class_ids is None:
-                raise ValueError("losses.base_class_ce > 0 needs episode.class_anchors and episode.query_class_ids")
+                raise InputError("losses.base_class_ce > 0 needs episode.class_anchors and episode.query_class_ids")
             anchors = nn.functional.normalize(self.mfem.project_text(episode.class_anchors), dim=-1)  # [C, D]
             pooled = nn.functional.normalize(queries.frames.mean(1), dim=-1)  # [Q, D]
             logits = pooled @ anchors.T / weights.base_class_tau  # [Q, C]

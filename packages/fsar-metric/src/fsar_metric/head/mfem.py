@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from fsar_metric.errors import InputError
+
 __all__ = ["MFEM", "MFEMConfig"]
 
 
@@ -86,7 +88,7 @@ class MFEM(nn.Module):
     def encode_visual(self, visual: Tensor) -> Tensor:
         """``visual [B, T, D_in]`` → ``[B, T, D]``."""
         if visual.shape[1] > self.n_frames:
-            raise ValueError(
+            raise InputError(
                 f"MFEM's temporal embedding covers {self.n_frames} frames, got visual features of shape "
                 f"{list(visual.shape)}; build the head with n_frames >= {visual.shape[1]}"
             )
@@ -105,7 +107,7 @@ class MFEM(nn.Module):
         token = self.project_text(text)  # [B, D]
         if self.config.enhance and self.config.cross_attention:
             if frames is None:
-                raise ValueError("MFEM with cross_attention needs the video's frames to encode its text")
+                raise InputError("MFEM with cross_attention needs the video's frames to encode its text")
             attended, _ = self.cross(self.cross_norm(token)[:, None], frames, frames, need_weights=False)  # [B, 1, D]
             token = token + attended[:, 0]
         return token

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from fsar_metric._common import apply_temperature, check_choice, check_temperature
 from fsar_metric._registry import create_metric, register_metric
 from fsar_metric._shapes import check_episode, check_finite, check_text
+from fsar_metric.errors import InputError
 
 __all__ = [
     "CONFIDENCES",
@@ -119,20 +120,20 @@ class MPMMConfig:
 
     def __post_init__(self) -> None:
         if not self.cues or len(set(self.cues)) != len(self.cues):
-            raise ValueError(f"mpmm.cues must be distinct names from {CUES}, got {self.cues}")
+            raise InputError(f"mpmm.cues must be distinct names from {CUES}, got {self.cues}")
         for cue in self.cues:
             check_choice("mpmm.cues entry", cue, CUES)
         check_choice("mpmm.confidence", self.confidence, tuple(CONFIDENCES))
         check_choice("mpmm.selection", self.selection, tuple(SELECTIONS))
         if not self.tau > 0:
-            raise ValueError(f"mpmm.tau must be > 0, got {self.tau}")
+            raise InputError(f"mpmm.tau must be > 0, got {self.tau}")
         if self.selection == "fixed":
             if self.fixed_weights is None or len(self.fixed_weights) != len(self.cues):
-                raise ValueError(
+                raise InputError(
                     f"mpmm.selection='fixed' needs fixed_weights, one per cue of {self.cues}, got {self.fixed_weights}"
                 )
             if any(w < 0 for w in self.fixed_weights) or sum(self.fixed_weights) <= 0:
-                raise ValueError(
+                raise InputError(
                     f"mpmm.fixed_weights must be non-negative with a positive sum, got {self.fixed_weights}"
                 )
 
@@ -202,7 +203,7 @@ def mpmm_match(
             scores[cue] = visual / query_frames.shape[1] if config.visual_per_frame else visual
             continue
         if proto_text is None or (cue == "text" and query_text is None):
-            raise ValueError(f"MPMM's {cue!r} cue needs text features; drop it from cues for visual-only input")
+            raise InputError(f"MPMM's {cue!r} cue needs text features; drop it from cues for visual-only input")
         query_vector = query_text if cue == "text" else query_frames.mean(1)  # [Q, D]
         scores[cue] = _cosine(query_vector, proto_text)  # [Q, N]
     return fuse_cues(scores, config)
@@ -212,7 +213,7 @@ def build_temporal(config: MPMMConfig) -> nn.Module:
     """The visual cue's metric; refuses learnable ones (MPMM must stay parameter-free)."""
     temporal = create_metric(config.temporal_metric, **dict(config.temporal_kwargs))
     if any(True for _ in temporal.parameters()):
-        raise ValueError(
+        raise InputError(
             f"MPMM's temporal metric must be parameter-free, but {config.temporal_metric!r} has parameters"
         )
     return temporal
@@ -248,11 +249,11 @@ class MPMM(nn.Module):
     ) -> None:
         super().__init__()
         if config is not None and fields:
-            raise ValueError(f"give MPMM a config or fields, not both (got fields {sorted(fields)})")
+            raise InputError(f"give MPMM a config or fields, not both (got fields {sorted(fields)})")
         valid = sorted(f.name for f in dataclasses.fields(MPMMConfig))
         unknown = sorted(set(fields) - set(valid))
         if unknown:
-            raise ValueError(f"metric 'mpmm' takes no option(s) {unknown}; MPMMConfig fields: {', '.join(valid)}")
+            raise InputError(f"metric 'mpmm' takes no option(s) {unknown}; MPMMConfig fields: {', '.join(valid)}")
         self.config = config if config is not None else MPMMConfig(**fields)
         check_temperature(temperature)
         self.temperature = temperature
@@ -267,9 +268,9 @@ class MPMM(nn.Module):
         check_episode(support, query)
         check_text(support, query, support_text, query_text, required=False)
         if needs_text and support_text is None:
-            raise ValueError(f"MPMM with cues {self.config.cues} needs support_text")
+            raise InputError(f"MPMM with cues {self.config.cues} needs support_text")
         if "text" in self.config.cues and query_text is None:
-            raise ValueError(f"MPMM with cues {self.config.cues} needs query_text")
+            raise InputError(f"MPMM with cues {self.config.cues} needs query_text")
         if self.check_finite:
             check_finite(support=support, query=query, support_text=support_text, query_text=query_text)
         proto_text = None

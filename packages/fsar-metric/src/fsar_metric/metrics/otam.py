@@ -45,6 +45,7 @@ from fsar_metric._common import (
 )
 from fsar_metric._registry import register_metric
 from fsar_metric._shapes import check_episode, check_finite
+from fsar_metric.errors import InputError
 from fsar_metric.similarity import create_similarity
 
 __all__ = ["OTAM", "otam_cumulative_distance", "otam_distance"]
@@ -164,7 +165,7 @@ class OTAM(nn.Module):
     ) -> None:
         super().__init__()
         if not smoothing > 0:
-            raise ValueError(f"smoothing must be > 0, got {smoothing!r}")
+            raise InputError(f"smoothing must be > 0, got {smoothing!r}")
         check_choice("direction", direction, DIRECTIONS)
         check_choice("first_row", first_row, FIRST_ROWS)
         check_choice("shot_reduction", shot_reduction, SHOT_REDUCTIONS)

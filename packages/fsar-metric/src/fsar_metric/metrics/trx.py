@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from fsar_metric._common import apply_temperature, check_temperature
 from fsar_metric._registry import register_metric
 from fsar_metric._shapes import check_episode, check_finite
+from fsar_metric.errors import InputError
 
 __all__ = ["TRX", "sinusoidal_positions"]
 
@@ -97,7 +98,7 @@ class _TemporalCrossTransformer(nn.Module):
         """``support [N, K, U, D]``, ``query [Q, T, D]`` → ``[Q, N]`` negative distances."""
         n_way, n_shot = support.shape[:2]
         if min(support.shape[2], query.shape[1]) < self.cardinality:
-            raise ValueError(
+            raise InputError(
                 f"TRX cardinality {self.cardinality} needs at least that many frames; got support T = "
                 f"{support.shape[2]} and query T = {query.shape[1]}"
             )
@@ -163,9 +164,9 @@ class TRX(nn.Module):
     ) -> None:
         super().__init__()
         if in_dim < 1 or key_dim < 1:
-            raise ValueError(f"in_dim and key_dim must be positive, got in_dim={in_dim}, key_dim={key_dim}")
+            raise InputError(f"in_dim and key_dim must be positive, got in_dim={in_dim}, key_dim={key_dim}")
         if not cardinalities or any(w < 1 for w in cardinalities) or len(set(cardinalities)) != len(cardinalities):
-            raise ValueError(f"cardinalities must be distinct positive integers, got {tuple(cardinalities)}")
+            raise InputError(f"cardinalities must be distinct positive integers, got {tuple(cardinalities)}")
         check_temperature(temperature)
         self.in_dim = in_dim
         self.cardinalities = tuple(cardinalities)
@@ -186,7 +187,7 @@ class TRX(nn.Module):
         """``support [N, K, U, D]``, ``query [Q, T, D]`` → logits ``[Q, N]`` (text is ignored)."""
         check_episode(support, query)
         if support.shape[-1] != self.in_dim:
-            raise ValueError(f"TRX was built for D = {self.in_dim}, got support of shape {list(support.shape)}")
+            raise InputError(f"TRX was built for D = {self.in_dim}, got support of shape {list(support.shape)}")
         if self.check_finite:
             check_finite(support=support, query=query)
         logits = torch.stack([head(support, query) for head in self.heads]).mean(0)  # [Q, N]
