@@ -217,7 +217,7 @@ def check_name(kind: str, value: str) -> str:
         >>> check_name("tag", "a/b")
         Traceback (most recent call last):
         ...
-        ValueError: a tag cannot contain '/' (got 'a/b'): the store's key is tag/action
+        fsar_metric.errors.InputError: a tag cannot contain '/' (got 'a/b'): the store's key is tag/action
     """
     shown = repr(value[:40]) + ("…" if len(value) > 40 else "")
     if not value.strip():
