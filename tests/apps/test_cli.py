@@ -124,7 +124,7 @@ def test_a_run_folder_made_with_another_config_is_refused(tiny_run, capsys):
             "the data root /nonexistent/ucf does not exist",
         ),
         (["-o", "train.stepz=3", "data"], "train.stepz"),
-        (["prompts", "--family", "gpt"], "unknown MLLM family 'gpt'"),
+        (["prompts", "--family", "gpt"], "unknown chat format 'gpt'; registered chat formats: "),
         (["store", "list", "--run-dir", "/nonexistent/run"], "no prototype store at /nonexistent/run/store"),
         (["store", "query", "x.mp4", "--run-dir", "/nonexistent/run"], "is not a run folder"),
     ],

@@ -117,7 +117,7 @@ def test_resolve_layers_normalises_indices_and_presets() -> None:
         (33, "layer 33 is outside the hidden states of a 32-layer decoder"),
         (-34, "layer -34 is outside"),
         ([], "empty layer list"),
-        ("middle", "unknown layer preset 'middle'; presets: last, last-4, three-quarters"),
+        ("middle", "unknown layer preset 'middle'; registered layer presets: last, last-4, three-quarters"),
         (1.5, "layer 1.5 is outside"),
     ],
 )
@@ -137,9 +137,9 @@ def test_find_video_span_rejects_split_missing_and_miscounted_spans() -> None:
 
 
 def test_pooling_names_are_checked() -> None:
-    with pytest.raises(ValueError, match="unknown visual pooling 'max'; valid: cls, grid1, grid2, grid4, mean"):
+    with pytest.raises(ValueError, match="unknown visual pooling 'max'; registered visual poolings: cls, grid1, grid2, grid4, mean"):
         pool_visual(torch.zeros(16, 4), 8, "max")
-    with pytest.raises(ValueError, match="unknown text pooling 'first'; valid: label, last, mean"):
+    with pytest.raises(ValueError, match="unknown text pooling 'first'; registered text poolings: label, last, mean"):
         pool_text(torch.zeros(3, 4), "first")
     with pytest.raises(ValueError, match="does not split into T = 3"):
         pool_visual(torch.zeros(16, 4), 3)

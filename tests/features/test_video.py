@@ -140,7 +140,7 @@ def test_zero_frame_video_raises_a_read_error(tmp_path: Path) -> None:
         ({"decode": "fast"}, "unknown decode mode 'fast'; valid: auto, seek, sequential"),
         ({"output": "pil"}, "unknown output 'pil'"),
         ({"crop": 24}, "crop=24 needs size="),
-        ({"strategy": "random"}, "unknown frame sampling strategy 'random'"),
+        ({"strategy": "random"}, "unknown frame sampler 'random'"),
         ({"n_frames": 0}, "n_frames must be at least 1"),
     ],
 )

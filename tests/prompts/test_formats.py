@@ -62,7 +62,7 @@ def test_wrap_inserts_braces_in_the_prompt_literally():
 
 
 def test_unknown_family_lists_the_registered_families():
-    with pytest.raises(ValueError, match=r"unknown MLLM family 'llava'; families: llava-next-video, llava-onevision"):
+    with pytest.raises(ValueError, match=r"unknown chat format 'llava'; registered chat formats: llava-next-video, llava-onevision"):
         get_chat_format("llava")
 
 
@@ -77,7 +77,7 @@ def test_a_user_family_registers_and_renders():
 
 
 def test_registering_a_taken_family_raises():
-    with pytest.raises(ValueError, match=r"a chat format for family 'video-llava' is already registered"):
+    with pytest.raises(ValueError, match=r"a chat format named 'video-llava' is already registered"):
         register_chat_format(get_chat_format("video-llava"))
 
 

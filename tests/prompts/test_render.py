@@ -320,7 +320,7 @@ def test_a_label_of_the_wrong_type_raises_type_error():
 
 
 def test_unknown_family_lists_the_families():
-    with pytest.raises(ValueError, match=r"unknown MLLM family 'gpt-4v'; families: llava-next-video, "):
+    with pytest.raises(ValueError, match=r"unknown chat format 'gpt-4v'; registered chat formats: llava-next-video, "):
         render_prompt("gpt-4v", "query")
 
 

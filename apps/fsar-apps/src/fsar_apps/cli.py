@@ -369,10 +369,10 @@ def prompts(
     ] = "Pushing [something] from left to right",
 ) -> None:
     """Show the exact prompts (support: label-aware; query: label-free) and their ids."""
-    from fsar_prompts import PromptError, list_benchmarks, list_families, render_prompt, scenario_for
+    from fsar_prompts import PromptError, get_chat_format, list_benchmarks, render_prompt, scenario_for
 
-    if family not in list_families():
-        raise InputError(f"unknown MLLM family {family!r}; valid: {', '.join(list_families())}")
+    with as_input_error(PromptError, context="--family: "):
+        get_chat_format(family)
     scenario = scenario_for(benchmark) if benchmark in list_benchmarks() else None
     if scenario is None:
         raise InputError(f"unknown benchmark {benchmark!r}; valid: {', '.join(list_benchmarks())}")

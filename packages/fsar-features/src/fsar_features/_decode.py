@@ -38,6 +38,7 @@ from torch import Tensor
 
 from fsar_features._recipe import FeatureRecipe, register_visual_width
 from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 
 __all__ = [
     "LayerSpec",
@@ -88,25 +89,27 @@ class TextPoolingContext:
     label_positions: tuple[int, ...] | None = None
 
 
-_LAYER_PRESETS: dict[str, Callable[[int], tuple[int, ...]]] = {}
-_VISUAL_POOLINGS: dict[str, Callable[[Tensor, VisualPoolingContext], Tensor]] = {}
-_TEXT_POOLINGS: dict[str, Callable[[Tensor, TextPoolingContext], Tensor]] = {}
-_LABEL_TEXT_POOLINGS: set[str] = set()  # text poolings that read TextPoolingContext.label_positions
+@dataclass(frozen=True)
+class TextPoolingSpec:
+    """What a text pooling declares when it registers.
+
+    Attributes:
+        needs_label: it reads ``TextPoolingContext.label_positions`` (a label-aware role only).
+    """
+
+    needs_label: bool = False
 
 
-def _register(table: dict, kind: str, name: str) -> Callable:
-    def decorator(fn: Callable) -> Callable:
-        if name in table:
-            raise InputError(f"a {kind} named {name!r} is already registered")
-        table[name] = fn
-        return fn
-
-    return decorator
+LAYER_PRESETS: Registry[Callable[[int], tuple[int, ...]], NoDeclared] = Registry("layer preset")
+VISUAL_POOLINGS: Registry[Callable[[Tensor, VisualPoolingContext], Tensor], NoDeclared] = Registry("visual pooling")
+TEXT_POOLINGS: Registry[Callable[[Tensor, TextPoolingContext], Tensor], TextPoolingSpec] = Registry(
+    "text pooling", declared=TextPoolingSpec
+)
 
 
 def register_layer_preset(name: str) -> Callable:
     """Decorator registering a layer preset: a function ``L -> tuple of hidden-state indices``."""
-    return _register(_LAYER_PRESETS, "layer preset", name)
+    return LAYER_PRESETS.register(name)
 
 
 def register_visual_pooling(name: str, *, width: Callable[[int], int] | None = None) -> Callable:
@@ -125,7 +128,7 @@ def register_visual_pooling(name: str, *, width: Callable[[int], int] | None = N
     """
 
     def decorator(fn: Callable) -> Callable:
-        _register(_VISUAL_POOLINGS, "visual pooling", name)(fn)
+        VISUAL_POOLINGS.register(name, fn)
         register_visual_width(name, width if width is not None else _same_width)
         return fn
 
@@ -148,13 +151,7 @@ def register_text_pooling(name: str, *, needs_label: bool = False) -> Callable:
         ValueError: ``name`` is already registered.
     """
 
-    def decorator(fn: Callable) -> Callable:
-        _register(_TEXT_POOLINGS, "text pooling", name)(fn)
-        if needs_label:
-            _LABEL_TEXT_POOLINGS.add(name)
-        return fn
-
-    return decorator
+    return TEXT_POOLINGS.register(name, needs_label=needs_label)
 
 
 def text_pooling_needs_label(name: str) -> bool:
@@ -163,24 +160,22 @@ def text_pooling_needs_label(name: str) -> bool:
     Raises:
         ValueError: an unknown pooling.
     """
-    if name not in _TEXT_POOLINGS:
-        raise InputError(f"unknown text pooling {name!r}; valid: {', '.join(list_text_poolings())}")
-    return name in _LABEL_TEXT_POOLINGS
+    return TEXT_POOLINGS.entry(name).declared.needs_label
 
 
 def list_layer_presets() -> list[str]:
     """Names of the layer presets, sorted."""
-    return sorted(_LAYER_PRESETS)
+    return LAYER_PRESETS.names()
 
 
 def list_visual_poolings() -> list[str]:
     """Names of the visual poolings, sorted."""
-    return sorted(_VISUAL_POOLINGS)
+    return VISUAL_POOLINGS.names()
 
 
 def list_text_poolings() -> list[str]:
     """Names of the text poolings, sorted."""
-    return sorted(_TEXT_POOLINGS)
+    return TEXT_POOLINGS.names()
 
 
 @register_layer_preset("last")
@@ -305,9 +300,7 @@ def resolve_layers(spec: LayerSpec, n_layers: int) -> tuple[int, ...]:
         ((32,), (24, 32), (29, 30, 31, 32))
     """
     if isinstance(spec, str):
-        if spec not in _LAYER_PRESETS:
-            raise InputError(f"unknown layer preset {spec!r}; presets: {', '.join(list_layer_presets())}")
-        return _LAYER_PRESETS[spec](n_layers)
+        return LAYER_PRESETS.get(spec)(n_layers)
     indices = list(spec) if isinstance(spec, Sequence) else [spec]
     if not indices:
         raise InputError("an empty layer list; give at least one hidden-state index")
@@ -375,12 +368,11 @@ def pool_visual(video_states: Tensor, n_frames: int, pooling: str = "mean", *, h
         ValueError: unknown pooling, a span not divisible by T, or (grid) patch tokens that are not a
             square grid or a grid side that g does not divide.
     """
-    if pooling not in _VISUAL_POOLINGS:
-        raise InputError(f"unknown visual pooling {pooling!r}; valid: {', '.join(list_visual_poolings())}")
+    pool = VISUAL_POOLINGS.get(pooling)
     if video_states.shape[0] % n_frames:
         raise InputError(f"a video span of {video_states.shape[0]} tokens does not split into T = {n_frames} frames")
     tokens = rearrange(video_states, "(t v) d -> t v d", t=n_frames)
-    return _VISUAL_POOLINGS[pooling](tokens, VisualPoolingContext(has_cls=has_cls))
+    return pool(tokens, VisualPoolingContext(has_cls=has_cls))
 
 
 def temporal_centre(visual: Tensor) -> Tensor:
@@ -407,12 +399,11 @@ def pool_text(text_states: Tensor, pooling: str = "last", *, label_positions: Se
     Raises:
         ValueError: unknown pooling, no tokens, or ``label`` without label positions.
     """
-    if pooling not in _TEXT_POOLINGS:
-        raise InputError(f"unknown text pooling {pooling!r}; valid: {', '.join(list_text_poolings())}")
+    pool = TEXT_POOLINGS.get(pooling)
     if text_states.shape[0] == 0:
         raise InputError("no text tokens after the video span: the prompt must continue after the video")
     positions = None if label_positions is None else tuple(int(p) for p in label_positions)
-    return _TEXT_POOLINGS[pooling](text_states, TextPoolingContext(label_positions=positions))
+    return pool(text_states, TextPoolingContext(label_positions=positions))
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ import os
 from pathlib import Path
 
 from fsar_metric.errors import InputError, MissingFileError
+from fsar_metric.registry import NoDeclared, Registry
 
 __all__ = ["backend_for_model", "list_model_types", "register_model_type"]
 
-_MODEL_TYPES: dict[str, str] = {}
+#: ``config.json`` model type → the name of the feature backend that loads it.
+MODEL_TYPES: Registry[str, NoDeclared] = Registry("model type")
 
 
 def register_model_type(model_type: str, backend: str) -> None:
@@ -29,9 +31,7 @@ def register_model_type(model_type: str, backend: str) -> None:
     Raises:
         ValueError: ``model_type`` is already registered.
     """
-    if model_type in _MODEL_TYPES:
-        raise InputError(f"model_type {model_type!r} is already registered (backend {_MODEL_TYPES[model_type]!r})")
-    _MODEL_TYPES[model_type] = backend
+    MODEL_TYPES.register(model_type, backend)
 
 
 def list_model_types() -> dict[str, str]:
@@ -41,7 +41,7 @@ def list_model_types() -> dict[str, str]:
         >>> list_model_types()
         {'llava_next_video': 'llava-next-video', 'video_llava': 'video-llava'}
     """
-    return dict(sorted(_MODEL_TYPES.items()))
+    return {name: MODEL_TYPES.get(name) for name in MODEL_TYPES}
 
 
 def _config_file(ref: str) -> Path:
@@ -106,8 +106,8 @@ def backend_for_model(model: str | os.PathLike[str]) -> str:
             f"cannot choose a feature backend for {ref!r}: {path} is not readable JSON ({error})"
         ) from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type in _MODEL_TYPES:
-        return _MODEL_TYPES[model_type]
+    if model_type in MODEL_TYPES:
+        return MODEL_TYPES.get(model_type)
     supported = ", ".join(f"{t} → {b}" for t, b in list_model_types().items())
     found = f"model_type {model_type!r}" if model_type is not None else "no model_type"
     raise InputError(

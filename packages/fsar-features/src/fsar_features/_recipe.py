@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 
 __all__ = ["FORMAT_VERSION", "FeatureRecipe", "register_visual_width", "visual_width"]
 
@@ -30,7 +31,7 @@ __all__ = ["FORMAT_VERSION", "FeatureRecipe", "register_visual_width", "visual_w
 FORMAT_VERSION = 1
 
 #: Visual pooling name → its width rule D_in → D_v (``register_visual_pooling`` fills it).
-_VISUAL_WIDTHS: dict[str, Callable[[int], int]] = {}
+VISUAL_WIDTHS: Registry[Callable[[int], int], NoDeclared] = Registry("visual pooling width rule")
 
 
 def register_visual_width(pooling: str, width: Callable[[int], int]) -> None:
@@ -41,9 +42,7 @@ def register_visual_width(pooling: str, width: Callable[[int], int]) -> None:
     Raises:
         ValueError: ``pooling`` already has a width rule.
     """
-    if pooling in _VISUAL_WIDTHS:
-        raise InputError(f"the visual pooling {pooling!r} already has a width rule")
-    _VISUAL_WIDTHS[pooling] = width
+    VISUAL_WIDTHS.register(pooling, width)
 
 
 def visual_width(pooling: str, dim: int) -> int | None:
@@ -53,8 +52,7 @@ def visual_width(pooling: str, dim: int) -> int | None:
         >>> visual_width("grid4", 64), visual_width("mean", 64)
         (1024, 64)
     """
-    rule = _VISUAL_WIDTHS.get(pooling)
-    return None if rule is None else int(rule(dim))
+    return int(VISUAL_WIDTHS.get(pooling)(dim)) if pooling in VISUAL_WIDTHS else None
 
 
 #: The JSON key of ``visual_dim_override`` (``recipe.json`` has always called it ``visual_dim``).

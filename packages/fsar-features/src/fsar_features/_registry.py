@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 from fsar_prompts import RenderedPrompt
 
 __all__ = ["BackendOutput", "FeatureBackend", "create_backend", "list_backends", "register_backend"]
@@ -126,7 +127,7 @@ class FeatureBackend(Protocol):
         ...
 
 
-_BACKENDS: dict[str, Callable[..., FeatureBackend]] = {}
+BACKENDS: Registry[Callable[..., FeatureBackend], NoDeclared] = Registry("feature backend")
 
 F = TypeVar("F", bound=Callable[..., FeatureBackend])
 
@@ -138,13 +139,7 @@ def register_backend(name: str) -> Callable[[F], F]:
         ValueError: ``name`` is already registered.
     """
 
-    def decorator(factory: F) -> F:
-        if name in _BACKENDS:
-            raise InputError(f"a feature backend named {name!r} is already registered")
-        _BACKENDS[name] = factory
-        return factory
-
-    return decorator
+    return BACKENDS.register(name)
 
 
 def list_backends() -> list[str]:
@@ -154,7 +149,7 @@ def list_backends() -> list[str]:
         >>> list_backends()
         ['llava-next-video', 'tiny-llava-next-video', 'tiny-video-llava', 'video-llava']
     """
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def create_backend(name_or_backend: str | FeatureBackend, **kwargs: Any) -> FeatureBackend:
@@ -178,6 +173,4 @@ def create_backend(name_or_backend: str | FeatureBackend, **kwargs: Any) -> Feat
         if kwargs:
             raise InputError(f"create_backend got a backend object and the keyword arguments {sorted(kwargs)}")
         return name_or_backend
-    if name_or_backend not in _BACKENDS:
-        raise InputError(f"unknown feature backend {name_or_backend!r}; registered: {', '.join(list_backends())}")
-    return _BACKENDS[name_or_backend](**kwargs)
+    return BACKENDS.get(name_or_backend)(**kwargs)

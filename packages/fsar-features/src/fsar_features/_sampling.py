@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 
 __all__ = ["Generator", "Sampler", "list_samplers", "register_sampler", "sample_indices"]
 
@@ -46,7 +47,7 @@ class Sampler(Protocol):
         ...
 
 
-_SAMPLERS: dict[str, Sampler] = {}
+SAMPLERS: Registry[Sampler, NoDeclared] = Registry("frame sampler")
 
 
 def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
@@ -56,18 +57,12 @@ def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
         ValueError: ``name`` is already registered.
     """
 
-    def decorator(fn: Sampler) -> Sampler:
-        if name in _SAMPLERS:
-            raise InputError(f"a frame sampler named {name!r} is already registered")
-        _SAMPLERS[name] = fn
-        return fn
-
-    return decorator
+    return SAMPLERS.register(name)
 
 
 def list_samplers() -> list[str]:
     """Names of the registered sampling strategies, sorted."""
-    return sorted(_SAMPLERS)
+    return SAMPLERS.names()
 
 
 def _uniforms(n: int, generator: Generator) -> np.ndarray:
@@ -135,13 +130,12 @@ def sample_indices(
         >>> sample_indices(250, 8, "segments")
         [15, 46, 78, 109, 140, 171, 203, 234]
     """
-    if strategy not in _SAMPLERS:
-        raise InputError(f"unknown frame sampling strategy {strategy!r}; registered: {', '.join(list_samplers())}")
+    sampler = SAMPLERS.get(strategy)
     if n_available < 1:
         raise InputError(f"cannot sample frames from a video with {n_available} frames")
     if n_frames < 1:
         raise InputError(f"n_frames must be at least 1, got {n_frames}")
-    indices = _SAMPLERS[strategy](n_available, n_frames, generator)
+    indices = sampler(n_available, n_frames, generator)
     if len(indices) != n_frames or any(not 0 <= i < n_available for i in indices):
         raise InputError(
             f"frame sampler {strategy!r} returned {indices} for n_available={n_available}, n_frames={n_frames}"

@@ -63,6 +63,7 @@ from fsar_metric.similarity import (
     NegativeSquaredEuclidean,
     create_similarity,
     list_similarities,
+    register_similarity,
 )
 
 __version__ = "0.1.0"
@@ -112,6 +113,7 @@ __all__ = [
     "otam_cumulative_distance",
     "otam_distance",
     "register_metric",
+    "register_similarity",
     "score_episode",
     "to_flat",
     "to_way_major",

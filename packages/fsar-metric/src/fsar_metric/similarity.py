@@ -11,12 +11,14 @@ product" is ``create_metric("otam", frame_similarity="dot")``, not a new class.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from einops import einsum
 from torch import Tensor, nn
 
 from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 
 __all__ = [
     "CosineSimilarity",
@@ -24,7 +26,10 @@ __all__ = [
     "NegativeSquaredEuclidean",
     "create_similarity",
     "list_similarities",
+    "register_similarity",
 ]
+
+S = TypeVar("S", bound=type[nn.Module])
 
 
 class CosineSimilarity(nn.Module):
@@ -77,16 +82,21 @@ class NegativeSquaredEuclidean(nn.Module):
         return -(q_sq + s_sq - 2 * dot).clamp_min(0.0)
 
 
-_SIMILARITIES: dict[str, type[nn.Module]] = {
-    "cosine": CosineSimilarity,
-    "dot": DotProductSimilarity,
-    "sqeuclidean": NegativeSquaredEuclidean,
-}
+SIMILARITIES: Registry[type[nn.Module], NoDeclared] = Registry("frame similarity", plural="frame similarities")
+SIMILARITIES.register("cosine", CosineSimilarity)
+SIMILARITIES.register("dot", DotProductSimilarity)
+SIMILARITIES.register("sqeuclidean", NegativeSquaredEuclidean)
+
+
+def register_similarity(name: str) -> Callable[[S], S]:
+    """Class decorator registering a frame similarity (an ``nn.Module`` mapping query ``[Q, T, D]``
+    and support ``[N, K, U, D]`` frames to ``[Q, N, K, T, U]``) under ``name``."""
+    return SIMILARITIES.register(name)
 
 
 def list_similarities() -> list[str]:
     """Names accepted by ``create_similarity``."""
-    return sorted(_SIMILARITIES)
+    return SIMILARITIES.names()
 
 
 def create_similarity(name_or_module: str | nn.Module, **kwargs: Any) -> nn.Module:
@@ -97,6 +107,4 @@ def create_similarity(name_or_module: str | nn.Module, **kwargs: Any) -> nn.Modu
     """
     if isinstance(name_or_module, nn.Module):
         return name_or_module
-    if name_or_module not in _SIMILARITIES:
-        raise InputError(f"unknown frame similarity {name_or_module!r}; valid: {', '.join(list_similarities())}")
-    return _SIMILARITIES[name_or_module](**kwargs)
+    return SIMILARITIES.get(name_or_module)(**kwargs)

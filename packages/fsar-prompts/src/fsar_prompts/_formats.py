@@ -111,6 +111,9 @@ class ChatFormat:
         return before + prompt + after
 
 
+#: family → its chat format. fsar-prompts imports no sibling package, so this is a plain dict, not
+#: ``fsar_metric.registry.Registry``; its messages follow the Registry's wording word for word
+#: (tests/e2e/test_registries.py holds every registry of fsar to it).
 _FORMATS: dict[str, ChatFormat] = {}
 
 
@@ -134,7 +137,9 @@ def register_chat_format(chat_format: ChatFormat) -> ChatFormat:
     if not isinstance(chat_format, ChatFormat):
         raise PromptError(f"register_chat_format expects a ChatFormat, got {type(chat_format).__name__}")
     if chat_format.family in _FORMATS:
-        raise PromptError(f"a chat format for family {chat_format.family!r} is already registered")
+        raise PromptError(
+            f"a chat format named {chat_format.family!r} is already registered ({_FORMATS[chat_format.family]!r})"
+        )
     _FORMATS[chat_format.family] = chat_format
     return chat_format
 
@@ -158,7 +163,8 @@ def get_chat_format(family: str) -> ChatFormat:
     try:
         return _FORMATS[family]
     except (KeyError, TypeError):
-        raise PromptError(f"unknown MLLM family {family!r}; families: {', '.join(list_families())}") from None
+        listed = ", ".join(list_families()) or "(none)"
+        raise PromptError(f"unknown chat format {family!r}; registered chat formats: {listed}") from None
 
 
 def _load_shipped() -> None:

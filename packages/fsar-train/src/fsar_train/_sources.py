@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 from fsar_train._features import FeatureSource
 from fsar_train._splits import DatasetSplit
 
@@ -22,7 +22,7 @@ __all__ = ["FeatureSourceFactory", "create_feature_source", "list_feature_source
 FeatureSourceFactory = Callable[[DatasetSplit, "ExperimentConfig"], FeatureSource]
 F = TypeVar("F", bound=FeatureSourceFactory)
 
-_SOURCES: dict[str, FeatureSourceFactory] = {}
+SOURCES: Registry[FeatureSourceFactory, NoDeclared] = Registry("feature source")
 
 
 def register_feature_source(name: str) -> Callable[[F], F]:
@@ -32,18 +32,12 @@ def register_feature_source(name: str) -> Callable[[F], F]:
         ValueError: ``name`` is already registered.
     """
 
-    def decorator(factory: F) -> F:
-        if name in _SOURCES:
-            raise InputError(f"a feature source named {name!r} is already registered")
-        _SOURCES[name] = factory
-        return factory
-
-    return decorator
+    return SOURCES.register(name)
 
 
 def list_feature_sources() -> list[str]:
     """Registered feature-source names, sorted."""
-    return sorted(_SOURCES)
+    return SOURCES.names()
 
 
 def create_feature_source(name: str, split: DatasetSplit, config: ExperimentConfig) -> FeatureSource:
@@ -52,6 +46,4 @@ def create_feature_source(name: str, split: DatasetSplit, config: ExperimentConf
     Raises:
         ValueError: unknown name; the message lists the registered ones.
     """
-    if name not in _SOURCES:
-        raise InputError(f"unknown feature source {name!r}; registered: {', '.join(list_feature_sources())}")
-    return _SOURCES[name](split, config)
+    return SOURCES.get(name)(split, config)

@@ -62,6 +62,7 @@ from fsar_features.backends._hf import (
     seeded_init,
 )
 from fsar_metric.errors import InputError
+from fsar_metric.registry import NoDeclared, Registry
 
 __all__ = [
     "FAMILIES",
@@ -186,7 +187,10 @@ LLAVA_NEXT_VIDEO = VideoFamily(
 )
 
 #: The families, by name. A new family is one more entry (and its prompts in fsar-prompts).
-FAMILIES: dict[str, VideoFamily] = {f.name: f for f in (VIDEO_LLAVA, LLAVA_NEXT_VIDEO)}
+FAMILIES: Registry[VideoFamily, NoDeclared] = Registry("model family", plural="model families")
+for _spec in (VIDEO_LLAVA, LLAVA_NEXT_VIDEO):
+    FAMILIES.register(_spec.name, _spec)
+del _spec
 
 
 def get_family(name: str) -> VideoFamily:
@@ -195,9 +199,7 @@ def get_family(name: str) -> VideoFamily:
     Raises:
         ValueError: an unknown family (the message lists them).
     """
-    if name not in FAMILIES:
-        raise InputError(f"unknown model family {name!r}; valid: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name]
+    return FAMILIES.get(name)
 
 
 def tiny_config(
@@ -398,6 +400,6 @@ def _register(family: VideoFamily) -> None:
     register_backend(family.tiny_name)(tiny)
 
 
-for _family in FAMILIES.values():
-    _register(_family)
+for _family in FAMILIES:
+    _register(FAMILIES.get(_family))
 del _family
