@@ -362,7 +362,7 @@ def presets() -> None:
 
 @app.command()
 def prompts(
-    benchmark: Annotated[str, typer.Option(help="benchmark whose scenario picks the wording")] = "synthetic",
+    benchmark: Annotated[str, typer.Option(help="benchmark whose scenario picks the wording")] = "synthetic-actions",
     family: Annotated[str, typer.Option(help="MLLM family (chat format)")] = "video-llava",
     label: Annotated[
         str, typer.Option(help="a class label for the support prompt")
