@@ -150,7 +150,6 @@ def register_text_pooling(name: str, *, needs_label: bool = False) -> Callable:
     Raises:
         ValueError: ``name`` is already registered.
     """
-
     return TEXT_POOLINGS.register(name, needs_label=needs_label)
 
 

@@ -138,7 +138,6 @@ def register_backend(name: str) -> Callable[[F], F]:
     Raises:
         ValueError: ``name`` is already registered.
     """
-
     return BACKENDS.register(name)
 
 

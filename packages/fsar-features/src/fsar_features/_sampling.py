@@ -56,7 +56,6 @@ def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
     Raises:
         ValueError: ``name`` is already registered.
     """
-
     return SAMPLERS.register(name)
 
 

@@ -31,7 +31,6 @@ def register_feature_source(name: str) -> Callable[[F], F]:
     Raises:
         ValueError: ``name`` is already registered.
     """
-
     return SOURCES.register(name)
 
 
