@@ -139,7 +139,7 @@ def main() -> None:
     support = torch.randn(N_WAY, N_SHOT, N_FRAMES, DIM, generator=gen)
     query = torch.randn(N_QUERY, N_FRAMES, DIM, generator=gen)
     torch.manual_seed(0)
-    trx = TRX(dim=DIM).eval()
+    trx = TRX(in_dim=DIM).eval()
     otam, bimhm = create_metric("otam"), create_metric("bimhm")
 
     cases: list[tuple[str, Callable[[], torch.Tensor], Callable[[], torch.Tensor], bool]] = [

@@ -20,6 +20,7 @@ import time
 import torch
 
 from fsar_apps.store import PrototypeStore, StoreRecipe
+from fsar_features import FeatureRecipe
 
 D, T = 1024, 8
 
@@ -54,7 +55,12 @@ def main() -> None:
     visual = torch.randn(args.actions, T, D)
     text = torch.randn(args.actions, D)
 
-    store = PrototypeStore.open(tempfile.mkdtemp(), StoreRecipe({"model": "bench"}, "bench", dim=D, n_frames=T))
+    features = FeatureRecipe(
+        backend="video-llava", model_id="bench", family="video-llava", dim=D, n_layers=32, layers=(32,),
+        visual_pooling="mean", text_pooling="last", n_frames=T, sampling="uniform", sampling_seed=None,
+        frame_size=224, crop_size=224, scenario="generic", roles=("query", "support"),
+    )  # fmt: skip
+    store = PrototypeStore.open(tempfile.mkdtemp(), StoreRecipe(features, "bench", dim=D, n_frames=T))
     start = time.perf_counter()
     for lo in range(0, args.actions, 1000):
         hi = min(lo + 1000, args.actions)
