@@ -55,11 +55,12 @@ from fsar_train._experiment import (
     run_experiment,
 )
 from fsar_train._features import (
+    TEXT_PROMPTS,
     ConcatFeatures,
     FeatureSource,
     SubsetFeatures,
     TensorFeatures,
-    TextRole,
+    TextPrompt,
     build_episode,
     class_anchors,
     hold_out_classes,
@@ -126,6 +127,7 @@ from fsar_train._train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "TEXT_PROMPTS",
     "CachedFeatures",
     "ConcatFeatures",
     "DataConfig",
@@ -154,7 +156,7 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticVideo",
     "TensorFeatures",
-    "TextRole",
+    "TextPrompt",
     "TrainConfig",
     "TrainResult",
     "VideoRecord",
