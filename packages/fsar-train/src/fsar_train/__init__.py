@@ -55,7 +55,6 @@ from fsar_train._experiment import (
     run_experiment,
 )
 from fsar_train._features import (
-    TEXT_PROMPTS,
     ConcatFeatures,
     FeatureSource,
     SubsetFeatures,
@@ -127,7 +126,6 @@ from fsar_train._train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "TEXT_PROMPTS",
     "CachedFeatures",
     "ConcatFeatures",
     "DataConfig",

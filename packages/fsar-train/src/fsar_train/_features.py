@@ -22,7 +22,6 @@ from fsar_metric.errors import InputError
 from fsar_train._episodes import EpisodeIndices
 
 __all__ = [
-    "TEXT_PROMPTS",
     "ConcatFeatures",
     "FeatureSource",
     "SubsetFeatures",
