@@ -293,7 +293,7 @@ def _pool(n_classes: int, per_class: int, dim: int, device: str, seed: int):
     labels = [c for c in range(n_classes) for _ in range(per_class)]
     visual = torch.randn(len(labels), N_FRAMES, dim, generator=gen).half()  # fp16, like the feature cache
     text = [torch.randn(len(labels), dim, generator=gen).half() for _ in range(2)]
-    return TensorFeatures(visual, labels, support_text=text[0], query_text=text[1]).to(device)
+    return TensorFeatures(visual, labels, label_aware_text=text[0], label_free_text=text[1]).to(device)
 
 
 def bench_head_training(setting: Setting, in_dim: int) -> list[dict[str, Any]]:

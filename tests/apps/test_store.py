@@ -286,7 +286,7 @@ def test_the_open_set_threshold_is_calibrated_on_meta_val_classes(feature_recipe
     labels = [c for c in range(4) for _ in range(8)]
     visual = torch.stack([class_visual[c] + 0.05 * torch.randn(N_FRAMES, 12, generator=gen) for c in labels])
     text = torch.stack([class_text[c] + 0.05 * torch.randn(12, generator=gen) for c in labels])
-    val = TensorFeatures(visual, labels, support_text=text, query_text=text)
+    val = TensorFeatures(visual, labels, label_aware_text=text, label_free_text=text)
     recipe = StoreRecipe(
         feature_recipe, head_hash=head_fingerprint(head), dim=DIM, n_frames=N_FRAMES, mpmm=head.config.mpmm
     )

@@ -25,7 +25,7 @@ def _task(seed: int, n_classes: int = 4, per_class: int = 7) -> TensorFeatures:
     def text() -> torch.Tensor:
         return centres[labels] + 0.5 * torch.randn(len(labels), DIM, generator=gen)
 
-    return TensorFeatures(visual, labels, support_text=text(), query_text=text())
+    return TensorFeatures(visual, labels, label_aware_text=text(), label_free_text=text())
 
 
 def _config(cache_dir, per_shot: bool) -> ExperimentConfig:

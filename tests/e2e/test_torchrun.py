@@ -107,7 +107,7 @@ def task(seed, n_classes=6, per_class=6, dim=24):
     labels = torch.arange(n_classes).repeat_interleave(per_class)
     visual = centres[labels][:, None] + torch.randn(len(labels), 4, dim, generator=gen)  # [V, T, D]
     text = [centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=gen) for _ in range(2)]  # [V, D]
-    return TensorFeatures(visual, labels, support_text=text[0], query_text=text[1])
+    return TensorFeatures(visual, labels, label_aware_text=text[0], label_free_text=text[1])
 
 
 options = {

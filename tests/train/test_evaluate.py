@@ -56,8 +56,8 @@ def test_several_methods_share_one_episode_list_and_report_per_class_results(tra
     source = TensorFeatures(
         source.visual(range(len(source.labels))),
         source.labels,
-        support_text=text,
-        query_text=text + 0.1 * torch.randn(text.shape, generator=gen),
+        label_aware_text=text,
+        label_free_text=text + 0.1 * torch.randn(text.shape, generator=gen),
     )
     episodes = EpisodeList.sample(source.labels, source.video_ids, count=40, n_way=3, n_shot=1, n_query=1, seed=0)
     methods = {name: create_metric(name) for name in ("proto", "otam", "bimhm")} | {"text": _TextOnly()}

@@ -10,6 +10,7 @@ from fsar_metric import METRICS, register_metric
 from fsar_train import (
     CachedFeatures,
     EpisodeSampler,
+    TensorFeatures,
     apply_overrides,
     build_episode,
     load_preset,
@@ -47,14 +48,15 @@ def test_the_mllm_source_extracts_each_split_once_into_one_cache(tiny_config, tm
     assert set(cache.video_ids) == {v for s in splits.values() for v in s.video_ids}
     test = sources["test"]
     assert isinstance(test, CachedFeatures)
-    assert test.text_roles == frozenset({"query", "support"})
+    assert test.text_prompts == frozenset({"label_aware", "label_free"})
+    assert test.support_prompt == "label_aware"
     assert test.class_names == list(splits["test"].class_names)
     visual = test.visual([0, 1])
     assert visual.shape == (2, 8, cache.visual_dim)
     assert cache.visual_dim == 16 * cache.text_dim  # the preset's 4 x 4 grid of patch states
-    assert test.text([0, 1], "support").shape == (2, cache.recipe.dim)
+    assert test.text([0, 1], "label_aware").shape == (2, cache.recipe.dim)
     # The label-aware text of a video differs from its label-free text.
-    assert not torch.equal(test.text([0], "support"), test.text([0], "query"))
+    assert not torch.equal(test.text([0], "label_aware"), test.text([0], "label_free"))
     # A second load extracts nothing new and reads the same features.
     again, _ = load_sources(tiny_config, tmp_path, progress=False)
     torch.testing.assert_close(again["test"].visual([0, 1]), visual)
@@ -94,7 +96,7 @@ def test_the_llava_preset_trains_and_evaluates_the_head_on_mllm_features(tiny_co
 def test_the_label_free_support_prompt_does_not_count_as_using_class_names(tiny_config, tmp_path):
     free = apply_overrides(tiny_config, ["features.support_prompt='label_free'"])
     sources, _ = load_sources(free, tmp_path, progress=False)
-    assert not sources["test"].label_aware_support
+    assert sources["test"].support_prompt == "label_free"
     from fsar_train import build_metric, feature_dim, uses_class_names
 
     assert not uses_class_names(build_metric(free, feature_dim(sources["test"])), sources["test"])
@@ -126,18 +128,59 @@ def test_the_heads_pool_path_gives_the_same_predictions_as_scoring_each_episode(
     assert (pooled[2] == per_episode[2]).all()
 
 
-def test_the_label_free_ablation_serves_the_query_prompts_text_as_support_text(tiny_config, tmp_path):
+def test_text_is_named_by_its_prompt_whatever_the_support_prompt(tiny_config, tmp_path):
     sources, _ = load_sources(tiny_config, tmp_path, progress=False)
     free = apply_overrides(tiny_config, ["features.support_prompt='label_free'"])
     assert mllm_cache_dir(free) == mllm_cache_dir(tiny_config)  # one cache serves both
     ablated, _ = load_sources(free, tmp_path / "free", progress=False)
     label_aware, label_free = sources["test"], ablated["test"]
-    assert label_free.text_roles == frozenset({"query", "support"})
-    torch.testing.assert_close(label_free.text([0, 3], "support"), label_aware.text([0, 3], "query"))
-    torch.testing.assert_close(label_free.text([0, 3], "query"), label_aware.text([0, 3], "query"))
+    cache = FeatureCache.open(mllm_cache_dir(tiny_config))
+    ids = [label_free.video_ids[p] for p in (0, 3)]
+    assert label_free.support_prompt == "label_free"
+    assert label_free.text_prompts == frozenset({"label_aware", "label_free"})
+    # "label_aware" is always the text made with the class name, "label_free" always the other one.
+    assert torch.equal(label_free.text([0, 3], "label_aware"), cache.text(ids, role="support"))
+    assert torch.equal(label_free.text([0, 3], "label_free"), cache.text(ids, role="query"))
+    assert torch.equal(label_free.text([0, 3], "label_aware"), label_aware.text([0, 3], "label_aware"))
     torch.testing.assert_close(label_free.visual([0, 3]), label_aware.visual([0, 3]))
-    with pytest.raises(ValueError, match="support_prompt"):
-        CachedFeatures(FeatureCache.open(mllm_cache_dir(tiny_config)), [], [], [], support_prompt="none")
+    with pytest.raises(ValueError, match=r"support_prompt must be one of \['label_aware', 'label_free'\], got 'label'"):
+        CachedFeatures(cache, [], [], [], support_prompt="label")  # type: ignore[arg-type]
+    with pytest.raises(KeyError, match=r"no 'label' text features; this source holds: \['label_aware', 'label_free'\]"):
+        label_aware.text([0], "label")  # type: ignore[arg-type]
+
+
+def test_episodes_carry_the_same_text_as_before_in_the_default_run_and_the_label_free_ablation(tiny_config, tmp_path):
+    """Before the text was named by its prompt, episodes read the cache roles: support_text the
+    "support" role (the "query" role under the ablation), query_text and support_text_free the
+    "query" role. The same tensors must reach the metrics."""
+    sources, _ = load_sources(tiny_config, tmp_path, progress=False)
+    free = apply_overrides(tiny_config, ["features.support_prompt='label_free'"])
+    ablated, _ = load_sources(free, tmp_path / "free", progress=False)
+    cache = FeatureCache.open(mllm_cache_dir(tiny_config))
+    for source, support_role in ((sources["test"], "support"), (ablated["test"], "query")):
+        copy = TensorFeatures(
+            source.visual(range(len(source.labels))),
+            source.labels,
+            video_ids=source.video_ids,
+            label_aware_text=source.text(range(len(source.labels)), "label_aware"),
+            label_free_text=source.text(range(len(source.labels)), "label_free"),
+            support_prompt=source.support_prompt,
+        )
+        for index in range(3):
+            indices = EpisodeSampler(source.labels, n_way=3, n_shot=2, n_query=1, seed=index).episode(index)
+            support_ids = [source.video_ids[p] for shots in indices.support for p in shots]
+            query_ids = [source.video_ids[p] for p in indices.query]
+            expected = {
+                "support_text": cache.text(support_ids, role=support_role).float().reshape(3, 2, -1),
+                "query_text": cache.text(query_ids, role="query").float(),
+                "support_text_free": cache.text(support_ids, role="query").float().reshape(3, 2, -1),
+            }
+            for view in (source, copy):
+                episode = build_episode(view, indices, with_text=True)
+                for field, tensor in expected.items():
+                    assert torch.equal(getattr(episode, field), tensor), (source.support_prompt, field)
+                assert torch.equal(episode.support, source.visual([source.video_ids.index(v) for v in support_ids])
+                                   .float().reshape(3, 2, *episode.support.shape[2:]))  # fmt: skip
 
 
 def test_the_default_preset_loads_the_shipped_model_and_the_random_control_its_architecture(tmp_path):

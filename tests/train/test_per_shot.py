@@ -68,7 +68,7 @@ def _task(seed: int, n_classes: int = 4, per_class: int = 8) -> TensorFeatures:
     def text() -> torch.Tensor:
         return centres[labels] + 2.0 * torch.randn(len(labels), DIM, generator=gen)
 
-    return TensorFeatures(visual, labels, support_text=text(), query_text=text())
+    return TensorFeatures(visual, labels, label_aware_text=text(), label_free_text=text())
 
 
 @pytest.fixture(scope="module")

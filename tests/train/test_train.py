@@ -185,7 +185,7 @@ def _text_task(seed: int, n_classes: int = 6, per_class: int = 6, dim: int = 24)
     def text() -> torch.Tensor:
         return centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=gen)  # [V, D]
 
-    return TensorFeatures(visual, labels, support_text=text(), query_text=text())
+    return TensorFeatures(visual, labels, label_aware_text=text(), label_free_text=text())
 
 
 @pytest.mark.parametrize("name", list_metrics())
@@ -210,32 +210,35 @@ def test_subset_and_concat_views_read_the_same_features_as_the_source():
     assert sub.class_names == ["class4", "class1"]
     assert sub.labels == [1, 1, 1, 0, 0, 0]  # class1's videos come first, as in the source
     torch.testing.assert_close(sub.visual([0, 5]), task.visual([3, 14]))
-    torch.testing.assert_close(sub.text([4], "query"), task.text([13], "query"))
+    torch.testing.assert_close(sub.text([4], "label_free"), task.text([13], "label_free"))
     other = TensorFeatures(torch.randn(2, 4, 24), [0, 0], class_names=["extra"], video_ids=["e0", "e1"],
-                           support_text=torch.randn(2, 24), query_text=torch.randn(2, 24))  # fmt: skip
+                           label_aware_text=torch.randn(2, 24), label_free_text=torch.randn(2, 24))  # fmt: skip
     both = ConcatFeatures([sub, other])
     assert both.class_names == ["class4", "class1", "extra"]
     assert both.labels == [1, 1, 1, 0, 0, 0, 2, 2]
     # Positions from both parts, in any order, come back in the asked order.
     torch.testing.assert_close(both.visual([7, 0, 6]), torch.stack([other.visual([1])[0], task.visual([3])[0],
                                                                      other.visual([0])[0]]))  # fmt: skip
-    torch.testing.assert_close(both.text([6, 1], "support"), torch.stack([other.text([0], "support")[0],
-                                                                          task.text([4], "support")[0]]))  # fmt: skip
+    expected = torch.stack([other.text([0], "label_aware")[0], task.text([4], "label_aware")[0]])
+    torch.testing.assert_close(both.text([6, 1], "label_aware"), expected)
 
 
-def test_whether_support_text_is_label_aware_is_declared_and_kept_by_every_view():
+def test_the_support_prompt_is_declared_and_kept_by_every_view():
     task = _text_task(0, n_classes=5, per_class=3)
-    ablated = TensorFeatures(task.visual(range(15)), task.labels, support_text=task.text(range(15), "query"),
-                             query_text=task.text(range(15), "query"), label_aware_support=False)  # fmt: skip
-    assert task.label_aware_support
-    assert not ablated.label_aware_support
-    assert not SubsetFeatures(ablated, [0, 2]).label_aware_support
-    assert not ablated.to("cpu").label_aware_support
+    visual, free_text = task.visual(range(15)), task.text(range(15), "label_free")
+    ablated = TensorFeatures(visual, task.labels, label_free_text=free_text, support_prompt="label_free")
+    assert task.support_prompt == "label_aware"
+    assert ablated.support_prompt == "label_free"
+    assert ablated.text_prompts == frozenset({"label_free"})
+    assert SubsetFeatures(ablated, [0, 2]).support_prompt == "label_free"
+    assert ablated.to("cpu").support_prompt == "label_free"
     held_train, held_val = hold_out_classes(ablated, SubsetFeatures(ablated, [4]), 1, seed=0)
-    assert not held_train.label_aware_support
-    assert not held_val.label_aware_support
-    with pytest.raises(ValueError, match="differs in label_aware_support"):
-        ConcatFeatures([SubsetFeatures(task, [0]), SubsetFeatures(ablated, [1])])
+    assert held_train.support_prompt == "label_free"
+    assert held_val.support_prompt == "label_free"
+    both_texts = TensorFeatures(visual, task.labels, label_aware_text=task.text(range(15), "label_aware"),
+                                label_free_text=free_text, support_prompt="label_free")  # fmt: skip
+    with pytest.raises(ValueError, match=r"different support prompts cannot be joined: \['label_aware', 'label_f"):
+        ConcatFeatures([SubsetFeatures(task, [0]), SubsetFeatures(both_texts, [1])])
     text_metric = build_metric(dataclasses.replace(ExperimentConfig(), metric=MetricConfig(name="mpmm")), 24)
     visual_metric = build_metric(dataclasses.replace(ExperimentConfig(), metric=MetricConfig(name="otam")), 24)
     assert uses_class_names(text_metric, task)
@@ -250,8 +253,17 @@ def test_views_refuse_bad_input():
     with pytest.raises(ValueError, match=r"class names occur in more than one source: \['class0'\]"):
         ConcatFeatures([task, SubsetFeatures(task, [0])])
     visual_only = TensorFeatures(torch.randn(2, 4, 24), [0, 1], class_names=["x", "y"])
-    with pytest.raises(ValueError, match="different text roles"):
+    with pytest.raises(ValueError, match="different text prompts"):
         ConcatFeatures([task, visual_only])
+    with pytest.raises(ValueError, match=r"support_prompt must be one of \['label_aware', 'label_free'\], got 'supp"):
+        TensorFeatures(torch.randn(2, 4, 24), [0, 1], support_prompt="support")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"label_free_text must be \[2, D\], got shape \[3, 24\]"):
+        TensorFeatures(torch.randn(2, 4, 24), [0, 1], label_free_text=torch.randn(3, 24))
+    free_only = TensorFeatures(torch.randn(2, 4, 24), [0, 1], label_free_text=torch.randn(2, 24))
+    with pytest.raises(KeyError, match=r"no 'label_aware' text features; this source holds: \['label_free'\]"):
+        SubsetFeatures(free_only, [1]).text([0], "label_aware")
+    with pytest.raises(KeyError, match=r"no 'label_free' text features; this source holds: no text"):
+        visual_only.text([0], "label_free")
     with pytest.raises(ValueError, match=r"val_train_classes = 2 must be >= 0 and leave meta-train at least 2"):
         hold_out_classes(task, visual_only, 2, seed=1)
 
@@ -259,8 +271,8 @@ def test_views_refuse_bad_input():
 def test_held_out_classes_leave_training_and_join_validation():
     train_src, val_src = _text_task(1, n_classes=10), _text_task(2, n_classes=3)
     val_src = TensorFeatures(val_src.visual(range(18)), val_src.labels, class_names=["v0", "v1", "v2"],
-                             support_text=val_src.text(range(18), "support"),
-                             query_text=val_src.text(range(18), "query"))  # fmt: skip
+                             label_aware_text=val_src.text(range(18), "label_aware"),
+                             label_free_text=val_src.text(range(18), "label_free"))  # fmt: skip
     kept, widened = hold_out_classes(train_src, val_src, 4, seed=1)
     held = widened.class_names[3:]
     assert len(held) == 4
@@ -279,8 +291,8 @@ def test_training_validates_on_the_held_out_classes_and_never_trains_on_them(tmp
                                 "train.val_train_classes=3", "episodes.n_way=3"])  # fmt: skip
     train_src, val_src = _text_task(1, n_classes=8), _text_task(2, n_classes=2)
     val_src = TensorFeatures(val_src.visual(range(12)), val_src.labels, class_names=["v0", "v1"],
-                             support_text=val_src.text(range(12), "support"),
-                             query_text=val_src.text(range(12), "query"))  # fmt: skip
+                             label_aware_text=val_src.text(range(12), "label_aware"),
+                             label_free_text=val_src.text(range(12), "label_free"))  # fmt: skip
     _, widened = hold_out_classes(train_src, val_src, 3, seed=cfg.train.val_seed)
     seen, validating = [], [False]
     original_read, original_validate = train_src.visual, fsar_train._train.run_episodes

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from fsar_metric import PoolsPerVideo, metric_capabilities, score_episode
 from fsar_metric.errors import InputError
 from fsar_train._episodes import EpisodeList, video_list_hash
-from fsar_train._features import FeatureSource, TextRole, build_episode
+from fsar_train._features import FeatureSource, TextPrompt, build_episode
 from fsar_train._progress import make_progress
 
 __all__ = ["MethodResult", "evaluate_methods", "mean_ci", "results_table", "run_episodes", "uses_class_names"]
@@ -44,10 +44,14 @@ def mean_ci(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
 
 
 def uses_class_names(metric: nn.Module, source: FeatureSource) -> bool:
-    """True when ``metric`` is declared to read text and the source's support text is label-aware
-    (made with the class name): privileged text compared with vision-only methods. A source serving
-    the label-free prompt under the ``support`` role (``label_aware_support`` False) does not count."""
-    return metric_capabilities(metric).uses_text and "support" in source.text_roles and source.label_aware_support
+    """True when ``metric`` is declared to read text and the source's support videos carry label-aware
+    text (made with the class name): privileged text compared with vision-only methods. A source whose
+    ``support_prompt`` is ``label_free`` (the ablation) does not count."""
+    return (
+        metric_capabilities(metric).uses_text
+        and source.support_prompt == "label_aware"
+        and "label_aware" in source.text_prompts
+    )
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,16 @@ class MethodResult:
 
 
 def _encode_pool(metric: PoolsPerVideo, source: FeatureSource, device: torch.device | str) -> object:
-    """``metric.encode_pool`` over every video of ``source`` (visual, label-aware and label-free text)."""
+    """``metric.encode_pool`` over every video of ``source``: visual, the support prompt's text (what
+    ``build_episode`` gives the support videos) and the label-free text."""
     positions = list(range(len(source.video_ids)))
-    roles = source.text_roles
+    prompts = source.text_prompts
 
-    def text(role: TextRole) -> Tensor | None:
-        return source.text(positions, role).to(device, torch.float32) if role in roles else None
+    def text(prompt: TextPrompt) -> Tensor | None:
+        return source.text(positions, prompt).to(device, torch.float32) if prompt in prompts else None
 
     visual = source.visual(positions).to(device, torch.float32)  # [V, T, D]
-    return metric.encode_pool(visual, text("support"), text("query"), chunk_size=256)
+    return metric.encode_pool(visual, text(source.support_prompt), text("label_free"), chunk_size=256)
 
 
 @torch.no_grad()

@@ -1,10 +1,11 @@
 """What the trainer reads: a ``FeatureSource`` protocol, an in-memory implementation, episode assembly.
 
 A feature source is one split's videos with their class labels and cached features: per-frame
-visual features ``[T, D]`` and, optionally, one text feature ``[D]`` per prompt role (``TextRole``:
-the prompt a video is given as a support video or as a query). The
-fsar-features cache implements the same protocol; ``TensorFeatures`` holds tensors in memory
-(tests, the synthetic feature task, benchmarks).
+visual features ``[T, D]`` and, optionally, one text feature ``[D]`` per prompt (``TextPrompt``: the
+prompt that made the text, label-aware or label-free), and which of the two its videos carry as
+support videos (``support_prompt``). The mllm source (``CachedFeatures``, over the fsar-features
+cache) implements the same protocol; ``TensorFeatures`` holds tensors in memory (tests, the
+synthetic feature task, benchmarks).
 """
 
 from __future__ import annotations
@@ -25,17 +26,35 @@ __all__ = [
     "FeatureSource",
     "SubsetFeatures",
     "TensorFeatures",
-    "TextRole",
+    "TextPrompt",
     "build_episode",
     "class_anchors",
     "hold_out_classes",
 ]
 
-#: The prompt a text feature was made with, named by the role the video plays: ``support``: the run's
-#: support prompt, the label-aware prompt that names the class, except in the
-#: ``features.support_prompt = "label_free"`` ablation, where it is the label-free prompt (the source's
-#: ``label_aware_support`` says which); ``query``: the label-free (query) prompt, always.
-TextRole = Literal["support", "query"]
+#: The prompt a text feature was made with: ``label_aware``: the prompt that names the video's class;
+#: ``label_free``: the prompt without it (what a query video is always given).
+TextPrompt = Literal["label_aware", "label_free"]
+
+#: Every ``TextPrompt``, in a fixed order.
+TEXT_PROMPTS: tuple[TextPrompt, ...] = ("label_aware", "label_free")
+
+
+def check_text_prompt(prompt: str, what: str = "prompt") -> TextPrompt:
+    """``prompt`` as a ``TextPrompt``.
+
+    Raises:
+        ValueError: ``prompt`` is not one of ``TEXT_PROMPTS`` (the message names ``what`` and them).
+    """
+    for known in TEXT_PROMPTS:
+        if prompt == known:
+            return known
+    raise InputError(f"{what} must be one of {list(TEXT_PROMPTS)}, got {prompt!r}")
+
+
+def missing_prompt(prompt: str, held: frozenset[str]) -> KeyError:
+    """The error of a ``FeatureSource.text`` asked for a prompt it does not hold."""
+    return KeyError(f"no {prompt!r} text features; this source holds: {sorted(held) or 'no text'}")
 
 
 @runtime_checkable
@@ -58,25 +77,25 @@ class FeatureSource(Protocol):
         ...
 
     @property
-    def text_roles(self) -> frozenset[str]:
-        """The prompt roles with cached text features: a subset of ``{"support", "query"}``."""
+    def text_prompts(self) -> frozenset[str]:
+        """The prompts with text features: a subset of ``{"label_aware", "label_free"}``."""
         ...
 
     @property
-    def label_aware_support(self) -> bool:
-        """True when the ``support`` text names the class (the label-aware prompt); False when the
-        source serves the label-free prompt's text as ``support`` text (the label-free ablation)."""
+    def support_prompt(self) -> TextPrompt:
+        """The prompt whose text the support videos of an episode carry: ``label_aware``, or
+        ``label_free`` in the ablation where the support prompt omits the class name."""
         ...
 
     def visual(self, positions: Sequence[int]) -> Tensor:
         """Per-frame visual features ``[B, T, D]`` of the videos at ``positions`` (any float dtype)."""
         ...
 
-    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
-        """Text features ``[B, D]`` of the videos at ``positions`` under the prompt ``role``.
+    def text(self, positions: Sequence[int], prompt: TextPrompt) -> Tensor:
+        """Text features ``[B, D]`` of the videos at ``positions``, made with ``prompt``.
 
         Raises:
-            KeyError: ``role`` is not in ``text_roles``.
+            KeyError: ``prompt`` is not in ``text_prompts`` (the message names the ones held).
         """
         ...
 
@@ -110,15 +129,15 @@ class TensorFeatures(ListedVideos):
         labels: ``[V]`` class indices into ``class_names``.
         class_names: ``[C]`` names; default ``class0 … class{C-1}``.
         video_ids: ``[V]`` ids; default ``"0" … "V-1"``.
-        support_text: ``[V, D]`` text under the support prompt, or None.
-        query_text: ``[V, D]`` text under the label-free prompt, or None.
-        label_aware_support: whether ``support_text`` names the class (the label-aware prompt).
+        label_aware_text: ``[V, D]`` text made with the label-aware prompt, or None.
+        label_free_text: ``[V, D]`` text made with the label-free prompt, or None.
+        support_prompt: which of the two the support videos carry in an episode.
 
     Example:
         >>> import torch
         >>> src = TensorFeatures(torch.randn(6, 8, 16), [0, 0, 1, 1, 2, 2])
-        >>> src.visual([0, 5]).shape, src.class_names, sorted(src.text_roles)
-        (torch.Size([2, 8, 16]), ['class0', 'class1', 'class2'], [])
+        >>> src.visual([0, 5]).shape, src.class_names, sorted(src.text_prompts), src.support_prompt
+        (torch.Size([2, 8, 16]), ['class0', 'class1', 'class2'], [], 'label_aware')
     """
 
     def __init__(
@@ -128,9 +147,9 @@ class TensorFeatures(ListedVideos):
         *,
         class_names: Sequence[str] | None = None,
         video_ids: Sequence[str] | None = None,
-        support_text: Tensor | None = None,
-        query_text: Tensor | None = None,
-        label_aware_support: bool = True,
+        label_aware_text: Tensor | None = None,
+        label_free_text: Tensor | None = None,
+        support_prompt: TextPrompt = "label_aware",
     ) -> None:
         if visual.dim() != 3:
             raise InputError(f"visual must be [V, T, D], got shape {list(visual.shape)}")
@@ -145,33 +164,33 @@ class TensorFeatures(ListedVideos):
         ids = list(video_ids) if video_ids is not None else [str(i) for i in range(n_videos)]
         if len(ids) != n_videos:
             raise InputError(f"{len(ids)} video ids for {n_videos} videos")
+        self._support_prompt = check_text_prompt(support_prompt, "support_prompt")
         self._texts: dict[str, Tensor] = {}
-        for role, text in (("support", support_text), ("query", query_text)):
+        for prompt, text in (("label_aware", label_aware_text), ("label_free", label_free_text)):
             if text is not None:
                 if text.dim() != 2 or text.shape[0] != n_videos:
-                    raise InputError(f"{role}_text must be [{n_videos}, D], got shape {list(text.shape)}")
-                self._texts[role] = text
+                    raise InputError(f"{prompt}_text must be [{n_videos}, D], got shape {list(text.shape)}")
+                self._texts[prompt] = text
         self._visual = visual
-        self._label_aware_support = label_aware_support
         self._labels = label_list
         self._names = names
         self._ids = ids
 
     @property
-    def text_roles(self) -> frozenset[str]:
+    def text_prompts(self) -> frozenset[str]:
         return frozenset(self._texts)
 
     @property
-    def label_aware_support(self) -> bool:
-        return self._label_aware_support
+    def support_prompt(self) -> TextPrompt:
+        return self._support_prompt
 
     def visual(self, positions: Sequence[int]) -> Tensor:
         return self._visual[torch.as_tensor(positions, dtype=torch.long)]
 
-    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
-        if role not in self._texts:
-            raise KeyError(f"no {role!r} text features; available roles: {sorted(self._texts)}")
-        return self._texts[role][torch.as_tensor(positions, dtype=torch.long)]
+    def text(self, positions: Sequence[int], prompt: TextPrompt) -> Tensor:
+        if prompt not in self._texts:
+            raise missing_prompt(prompt, self.text_prompts)
+        return self._texts[prompt][torch.as_tensor(positions, dtype=torch.long)]
 
     def to(self, device: torch.device | str) -> TensorFeatures:
         """A copy with every tensor on ``device`` (episodes are then gathered there)."""
@@ -180,9 +199,9 @@ class TensorFeatures(ListedVideos):
             self._labels,
             class_names=self._names,
             video_ids=self._ids,
-            support_text=self._texts["support"].to(device) if "support" in self._texts else None,
-            query_text=self._texts["query"].to(device) if "query" in self._texts else None,
-            label_aware_support=self._label_aware_support,
+            label_aware_text=self._texts["label_aware"].to(device) if "label_aware" in self._texts else None,
+            label_free_text=self._texts["label_free"].to(device) if "label_free" in self._texts else None,
+            support_prompt=self._support_prompt,
         )
 
 
@@ -215,12 +234,12 @@ class SubsetFeatures(ListedVideos):
         self._names = [names[c] for c in classes]
 
     @property
-    def text_roles(self) -> frozenset[str]:
-        return self._source.text_roles
+    def text_prompts(self) -> frozenset[str]:
+        return self._source.text_prompts
 
     @property
-    def label_aware_support(self) -> bool:
-        return self._source.label_aware_support
+    def support_prompt(self) -> TextPrompt:
+        return self._source.support_prompt
 
     def _map(self, positions: Sequence[int]) -> list[int]:
         return [self._positions[p] for p in positions]
@@ -228,14 +247,14 @@ class SubsetFeatures(ListedVideos):
     def visual(self, positions: Sequence[int]) -> Tensor:
         return self._source.visual(self._map(positions))
 
-    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
-        return self._source.text(self._map(positions), role)
+    def text(self, positions: Sequence[int], prompt: TextPrompt) -> Tensor:
+        return self._source.text(self._map(positions), prompt)
 
 
 class ConcatFeatures(ListedVideos):
     """Several sources as one: videos and classes one after the other (class names must not repeat).
 
-    Every part must have the same text roles and support prompt (checked here) and feature widths
+    Every part must have the same text prompts and support prompt (checked here) and feature widths
     (checked when read).
 
     Example:
@@ -250,11 +269,12 @@ class ConcatFeatures(ListedVideos):
     def __init__(self, parts: Sequence[FeatureSource]) -> None:
         if not parts:
             raise InputError("ConcatFeatures needs at least one source")
-        roles = {p.text_roles for p in parts}
-        if len(roles) != 1:
-            raise InputError(f"sources with different text roles cannot be joined: {sorted(map(sorted, roles))}")
-        if len({p.label_aware_support for p in parts}) != 1:
-            raise InputError("sources whose support text differs in label_aware_support cannot be joined")
+        prompts = {p.text_prompts for p in parts}
+        if len(prompts) != 1:
+            raise InputError(f"sources with different text prompts cannot be joined: {sorted(map(sorted, prompts))}")
+        support_prompts = {p.support_prompt for p in parts}
+        if len(support_prompts) != 1:
+            raise InputError(f"sources with different support prompts cannot be joined: {sorted(support_prompts)}")
         self._parts = list(parts)
         self._names: list[str] = []
         self._labels: list[int] = []
@@ -271,12 +291,12 @@ class ConcatFeatures(ListedVideos):
             raise InputError(f"class names occur in more than one source: {repeated}")
 
     @property
-    def text_roles(self) -> frozenset[str]:
-        return self._parts[0].text_roles
+    def text_prompts(self) -> frozenset[str]:
+        return self._parts[0].text_prompts
 
     @property
-    def label_aware_support(self) -> bool:
-        return self._parts[0].label_aware_support
+    def support_prompt(self) -> TextPrompt:
+        return self._parts[0].support_prompt
 
     def _gather(self, positions: Sequence[int], read: Callable[[FeatureSource, list[int]], Tensor]) -> Tensor:
         """Read each part's positions in one call and put the rows back in the asked order."""
@@ -292,8 +312,8 @@ class ConcatFeatures(ListedVideos):
     def visual(self, positions: Sequence[int]) -> Tensor:
         return self._gather(positions, lambda part, local: part.visual(local))
 
-    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
-        return self._gather(positions, lambda part, local: part.text(local, role))
+    def text(self, positions: Sequence[int], prompt: TextPrompt) -> Tensor:
+        return self._gather(positions, lambda part, local: part.text(local, prompt))
 
 
 def hold_out_classes(
@@ -324,12 +344,12 @@ def hold_out_classes(
 
 
 def class_anchors(source: FeatureSource) -> Tensor | None:
-    """``[C, D]`` one text anchor per class: the mean ``support`` text feature of its videos (the
-    label-aware prompt's, or the label-free one's in the label-free ablation).
+    """``[C, D]`` one text anchor per class: the mean support text feature of its videos (the text of
+    the source's ``support_prompt``: label-aware, or label-free in the label-free ablation).
 
-    Returns None when the source has no ``support`` text. Used by base-class losses.
+    Returns None when the source has no text of its support prompt. Used by base-class losses.
     """
-    if "support" not in source.text_roles:
+    if source.support_prompt not in source.text_prompts:
         return None
     labels = torch.as_tensor(list(source.labels), dtype=torch.long)
     n_classes = len(source.class_names)
@@ -338,7 +358,7 @@ def class_anchors(source: FeatureSource) -> Tensor | None:
     chunk = 4096
     for start in range(0, len(labels), chunk):
         positions = list(range(start, min(start + chunk, len(labels))))
-        text = source.text(positions, "support").float()  # [B, D]
+        text = source.text(positions, source.support_prompt).float()  # [B, D]
         part = torch.zeros(n_classes, text.shape[1], dtype=text.dtype, device=text.device)
         part.index_add_(0, labels[start : start + len(positions)].to(text.device), text)
         sums = part if sums is None else sums + part
@@ -360,10 +380,15 @@ def build_episode(
     Args:
         source: the split's features.
         indices: positions from an ``EpisodeSampler`` / ``EpisodeList``.
-        with_text: also gather text: ``support_text`` (the ``support`` role: the support prompt,
-            label-aware unless the source's ``label_aware_support`` is False) and ``query_text``
-            (label-free) when the source has them, and ``support_text_free`` (the label-free prompt
-            on the support videos, whatever the support prompt) when it has the ``query`` role.
+        with_text: also gather the text the source holds, each field from one prompt:
+
+            - ``support_text [N, K, D]``: the support videos' text made with the source's
+              ``support_prompt`` (label-aware, so naming the class, except in the label-free ablation);
+            - ``query_text [Q, D]``: the query videos' label-free text;
+            - ``support_text_free [N, K, D]``: the support videos' label-free text, whatever the
+              support prompt.
+
+            A field stays None when the source has no text of its prompt.
         anchors: ``[C, D]`` class anchors to attach (base-class losses), or None.
         device: where the episode's tensors go.
         dtype: cast for floating tensors (features are often cached in fp16).
@@ -381,12 +406,13 @@ def build_episode(
     query_labels = torch.tensor(indices.query_labels, dtype=torch.long)
     texts: dict[str, Tensor | None] = {"support_text": None, "query_text": None, "support_text_free": None}
     if with_text:
-        roles = source.text_roles
-        if "support" in roles:
-            texts["support_text"] = source.text(support_positions, "support").reshape(n_way, n_shot, -1)
-        if "query" in roles:
-            texts["query_text"] = source.text(list(indices.query), "query")  # [Q, D]
-            texts["support_text_free"] = source.text(support_positions, "query").reshape(n_way, n_shot, -1)
+        prompts = source.text_prompts
+        if source.support_prompt in prompts:
+            support_text = source.text(support_positions, source.support_prompt)  # [N*K, D]
+            texts["support_text"] = support_text.reshape(n_way, n_shot, -1)
+        if "label_free" in prompts:
+            texts["query_text"] = source.text(list(indices.query), "label_free")  # [Q, D]
+            texts["support_text_free"] = source.text(support_positions, "label_free").reshape(n_way, n_shot, -1)
     episode = Episode(
         support=support,
         query=query,

@@ -21,7 +21,7 @@ from fsar_features import ExtractionConfig, FeatureCache, VideoItem, backend_for
 from fsar_metric.errors import InputError
 from fsar_prompts import list_benchmarks, scenario_for
 from fsar_train._config import ExperimentConfig, FeatureConfig
-from fsar_train._features import ListedVideos, TextRole
+from fsar_train._features import ListedVideos, TextPrompt, check_text_prompt, missing_prompt
 from fsar_train._sources import register_feature_source
 from fsar_train._splits import DatasetSplit
 
@@ -41,6 +41,12 @@ _MODELS = Path(__file__).parent / "models"
 
 logger = logging.getLogger(__name__)
 
+#: The fsar-features cache's text role (its on-disk name) of each ``TextPrompt``.
+CACHE_ROLE_OF_PROMPT: dict[TextPrompt, str] = {"label_aware": "support", "label_free": "query"}
+
+#: The source's ``support_prompt`` of each ``features.support_prompt`` config value.
+SUPPORT_PROMPT_OF_CONFIG: dict[str, TextPrompt] = {"label": "label_aware", "label_free": "label_free"}
+
 
 class CachedFeatures(ListedVideos):
     """A ``FeatureSource`` over the videos of one split that are in a feature cache.
@@ -50,9 +56,11 @@ class CachedFeatures(ListedVideos):
         video_ids: ``[V]`` the split's videos (all must be in the cache).
         labels: ``[V]`` class indices into ``class_names``.
         class_names: ``[C]`` the split's class names.
-        support_prompt: ``label`` serves the label-aware support text as role ``support``;
-            ``label_free`` serves the query prompt's text under that role (the ablation where the
-            support prompt omits the class name).
+        support_prompt: the prompt whose text the support videos carry in an episode:
+            ``label_aware``, or ``label_free`` (the ablation where the support prompt omits the class
+            name). It only sets the source's ``support_prompt``: ``text(p, prompt)`` always reads the
+            text ``prompt`` made (``label_aware``: cache role ``support``; ``label_free``: cache role
+            ``query``), whatever the support prompt.
     """
 
     def __init__(
@@ -62,10 +70,9 @@ class CachedFeatures(ListedVideos):
         labels: Sequence[int],
         class_names: Sequence[str],
         *,
-        support_prompt: str = "label",
+        support_prompt: TextPrompt = "label_aware",
     ) -> None:
-        if support_prompt not in ("label", "label_free"):
-            raise InputError(f"support_prompt must be 'label' or 'label_free', got {support_prompt!r}")
+        self._support_prompt = check_text_prompt(support_prompt, "support_prompt")
         missing = sorted(set(video_ids) - set(cache.video_ids))
         if missing:
             raise InputError(f"{len(missing)} videos are not in the feature cache {cache.root}, e.g. {missing[:3]}")
@@ -73,31 +80,26 @@ class CachedFeatures(ListedVideos):
         self._ids = list(video_ids)
         self._labels = [int(x) for x in labels]
         self._names = list(class_names)
-        self._roles = frozenset(cache.recipe.roles)
-        self._support_role: TextRole = "support" if support_prompt == "label" else "query"
-        if support_prompt == "label_free" and "query" in self._roles:
-            self._roles = self._roles | {"support"}
+        roles = frozenset(cache.recipe.roles)
+        self._prompts = frozenset(p for p, role in CACHE_ROLE_OF_PROMPT.items() if role in roles)
 
     @property
-    def text_roles(self) -> frozenset[str]:
-        return self._roles
+    def text_prompts(self) -> frozenset[str]:
+        return self._prompts
 
     @property
-    def label_aware_support(self) -> bool:
-        """True when the ``support`` text was made with the class name in the prompt."""
-        return self._support_role == "support"
+    def support_prompt(self) -> TextPrompt:
+        return self._support_prompt
 
     def visual(self, positions: Sequence[int]) -> Tensor:
         """``[B, T, D]`` visual features (cache dtype)."""
         return self._cache.visual([self._ids[p] for p in positions])
 
-    def text(self, positions: Sequence[int], role: TextRole) -> Tensor:
-        """``[B, D]`` text features under the prompt ``role`` (``support``: the run's support prompt, the
-        label-free prompt's text when ``label_aware_support`` is False)."""
-        if role not in self._roles:
-            raise KeyError(f"the cache has no {role!r} text; roles: {sorted(self._roles)}")
-        cached = self._support_role if role == "support" else role
-        return self._cache.text([self._ids[p] for p in positions], role=cached)
+    def text(self, positions: Sequence[int], prompt: TextPrompt) -> Tensor:
+        """``[B, D]`` text features made with ``prompt`` (cache dtype)."""
+        if prompt not in self._prompts:
+            raise missing_prompt(prompt, self._prompts)
+        return self._cache.text([self._ids[p] for p in positions], role=CACHE_ROLE_OF_PROMPT[prompt])
 
 
 def _model_folder(model: str) -> str:
@@ -273,5 +275,5 @@ def _mllm_source(split: DatasetSplit, config: ExperimentConfig) -> CachedFeature
         [v.video_id for v in kept],
         [v.label for v in kept],
         split.class_names,
-        support_prompt=feats.support_prompt,
+        support_prompt=SUPPORT_PROMPT_OF_CONFIG[feats.support_prompt],
     )

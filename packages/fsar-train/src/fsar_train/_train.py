@@ -74,9 +74,10 @@ def feature_dim(source: FeatureSource) -> int:
 
 
 def text_dim(source: FeatureSource) -> int | None:
-    """D_t of the source's text features (reads one video), or None when it has no text."""
-    roles = sorted(source.text_roles)
-    return int(source.text([0], roles[0]).shape[-1]) if roles else None
+    """D_t of the source's text features (reads one video; its label-free text when it has it, every
+    video has that one), or None when it has no text."""
+    held = [p for p in ("label_free", "label_aware") if p in source.text_prompts]
+    return int(source.text([0], held[0]).shape[-1]) if held else None
 
 
 def build_metric(config: ExperimentConfig, in_dim: int, text_dim: int | None = None) -> nn.Module:

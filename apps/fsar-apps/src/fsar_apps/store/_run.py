@@ -141,14 +141,15 @@ def _prototypes_of(run: TrainedRun, source: FeatureSource, positions: list[int])
     return action_prototype(
         run.head,
         source.visual(positions).float(),
-        source.text(positions, "support").float(),
-        source.text(positions, "query").float(),
+        source.text(positions, source.support_prompt).float(),
+        source.text(positions, "label_free").float(),
     )
 
 
 def _query_of(run: TrainedRun, source: FeatureSource, position: int) -> tuple[Tensor, Tensor | None]:
     """A cached video as a store query: its frames and label-free text through the head's query side."""
-    return encode_query(run.head, source.visual([position])[0].float(), source.text([position], "query")[0].float())
+    text = source.text([position], "label_free")[0].float()
+    return encode_query(run.head, source.visual([position])[0].float(), text)
 
 
 def build_store_from_run(
