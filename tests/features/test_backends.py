@@ -92,12 +92,16 @@ def test_checkpoints_open_with_the_weights_they_had(tmp_path: Path) -> None:
 def test_every_family_registers_its_backends_and_model_type_and_unknown_names_are_refused() -> None:
     assert FAMILIES.names() == ["llava-next-video", "video-llava"]
     assert list_backends() == ["llava-next-video", "tiny-llava-next-video", "tiny-video-llava", "video-llava"]
-    with pytest.raises(ValueError, match="unknown feature backend 'clip'; registered feature backends: llava-next-video, "):
+    with pytest.raises(
+        ValueError, match="unknown feature backend 'clip'; registered feature backends: llava-next-video, "
+    ):
         create_backend("clip")
     assert fsar_features.list_model_types() == {FAMILIES.get(f).model_type: f for f in FAMILIES}
     assert get_family("video-llava") is VIDEO_LLAVA
     assert sorted(GEOMETRIES) == FAMILIES.names()  # every family has a real geometry for save_tiny_checkpoint
-    with pytest.raises(ValueError, match="unknown model family 'qwen2-vl'; registered model families: llava-next-video, video-llava"):
+    with pytest.raises(
+        ValueError, match="unknown model family 'qwen2-vl'; registered model families: llava-next-video, video-llava"
+    ):
         get_family("qwen2-vl")
 
 

@@ -137,7 +137,9 @@ def test_find_video_span_rejects_split_missing_and_miscounted_spans() -> None:
 
 
 def test_pooling_names_are_checked() -> None:
-    with pytest.raises(ValueError, match="unknown visual pooling 'max'; registered visual poolings: cls, grid1, grid2, grid4, mean"):
+    with pytest.raises(
+        ValueError, match="unknown visual pooling 'max'; registered visual poolings: cls, grid1, grid2, grid4, mean"
+    ):
         pool_visual(torch.zeros(16, 4), 8, "max")
     with pytest.raises(ValueError, match="unknown text pooling 'first'; registered text poolings: label, last, mean"):
         pool_text(torch.zeros(3, 4), "first")

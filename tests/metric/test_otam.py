@@ -164,7 +164,10 @@ def test_max_shot_reduction_takes_the_nearest_shot(episode):
         ({"direction": "both"}, r"direction='both' is not valid; choose one of 'q2s', 's2q', 'sum', 'mean'"),
         ({"first_row": "soft"}, "first_row='soft' is not valid"),
         ({"shot_reduction": "min"}, "shot_reduction='min' is not valid"),
-        ({"frame_similarity": "l1"}, "unknown frame similarity 'l1'; registered frame similarities: cosine, dot, sqeuclidean"),
+        (
+            {"frame_similarity": "l1"},
+            "unknown frame similarity 'l1'; registered frame similarities: cosine, dot, sqeuclidean",
+        ),
     ],
 )
 def test_bad_options_raise_value_error_naming_the_option(kwargs, message):

@@ -48,7 +48,10 @@ def test_dot_and_sqeuclidean_match_direct_formulas(frames):
 
 def test_unknown_similarity_lists_the_valid_ones():
     assert list_similarities() == ["cosine", "dot", "sqeuclidean"]
-    with pytest.raises(ValueError, match="unknown frame similarity 'manhattan'; registered frame similarities: cosine, dot, sqeuclidean"):
+    with pytest.raises(
+        ValueError,
+        match="unknown frame similarity 'manhattan'; registered frame similarities: cosine, dot, sqeuclidean",
+    ):
         create_similarity("manhattan")
 
 

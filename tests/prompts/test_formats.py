@@ -62,7 +62,9 @@ def test_wrap_inserts_braces_in_the_prompt_literally():
 
 
 def test_unknown_family_lists_the_registered_families():
-    with pytest.raises(ValueError, match=r"unknown chat format 'llava'; registered chat formats: llava-next-video, llava-onevision"):
+    with pytest.raises(
+        ValueError, match=r"unknown chat format 'llava'; " r"registered chat formats: llava-next-video, llava-onevision"
+    ):
         get_chat_format("llava")
 
 
