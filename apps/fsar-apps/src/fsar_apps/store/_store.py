@@ -3,7 +3,9 @@
 One row per action (visual prototype ``[T, D]``, its pooled vector, text prototype ``[D]``), made
 by a trained FSAR-LLaVA head from K example videos. A query is a cosine vector search for
 candidates (visual and text columns, optionally filtered by tag) followed by MPMM re-ranking of
-the candidates, exactly the matching the head uses in episodes.
+the candidates, exactly the matching the head uses in episodes. From ``IndexSettings.min_rows``
+actions on, the searches use IVF-PQ indexes that writes build and refresh themselves
+(``docs/store.md``, "Large stores").
 
 Guarantees (``docs/store.md``, "What the store guarantees, and how it is tested"): the store
 records exactly one recipe (features + head): the one the metadata table's first commit holds, so of
