@@ -18,8 +18,8 @@ Reported, in one run:
   ``IndexSettings.max_unindexed`` new rows into the index.
 
 Run: ``uv run python benchmarks/bench_store.py --actions 100000`` (the docs/benchmarks.md numbers;
-about 15 minutes on 2 cores, 4 GB of disk in a temporary folder); the default ``--actions 20000``
-takes about 3 minutes.
+4.4 GB of disk in a temporary folder; 27 minutes on 2 cores shared with other jobs, of which the
+index build took 17); the default ``--actions 20000`` is the quick run.
 """
 
 from __future__ import annotations
