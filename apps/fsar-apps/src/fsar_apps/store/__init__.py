@@ -15,6 +15,7 @@ from fsar_apps.store._run import (
 from fsar_apps.store._schema import StoreRecipe, prototype_model
 from fsar_apps.store._store import (
     ActionInfo,
+    IndexSettings,
     Match,
     PrototypeStore,
     QueryResult,
@@ -24,6 +25,7 @@ from fsar_apps.store._store import (
 
 __all__ = [
     "ActionInfo",
+    "IndexSettings",
     "Match",
     "PrototypeStore",
     "QueryResult",

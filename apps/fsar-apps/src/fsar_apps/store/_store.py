@@ -3,7 +3,9 @@
 One row per action (visual prototype ``[T, D]``, its pooled vector, text prototype ``[D]``), made
 by a trained FSAR-LLaVA head from K example videos. A query is a cosine vector search for
 candidates (visual and text columns, optionally filtered by tag) followed by MPMM re-ranking of
-the candidates, exactly the matching the head uses in episodes.
+the candidates, exactly the matching the head uses in episodes. From ``IndexSettings.min_rows``
+actions on, the searches use IVF-PQ indexes that writes build and refresh themselves
+(``docs/store.md``, "Large stores").
 
 Guarantees (``docs/store.md``, "What the store guarantees, and how it is tested"): the store
 records exactly one recipe (features + head): the one the metadata table's first commit holds, so of
@@ -44,6 +46,7 @@ from fsar_metric.errors import InputError
 
 __all__ = [
     "ActionInfo",
+    "IndexSettings",
     "Match",
     "PrototypeStore",
     "QueryResult",
@@ -195,6 +198,47 @@ class QueryResult:
         return None if self.unknown or not self.matches else self.matches[0].action
 
 
+#: The search columns; each gets an ANN index named ``<column>_idx`` once the table is large.
+_SEARCH_COLUMNS = ("vector", "text")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """When the store builds approximate (ANN) indexes on its search columns, and how it searches them.
+
+    Below ``min_rows`` rows a query scans every row (exact, and fast enough: 20 ms per column at
+    10,000 actions of D = 1024). From ``min_rows`` on, the write that reaches it builds an IVF-PQ
+    cosine index on ``vector`` and ``text`` (``merge_insert`` on ``key`` needs no index:
+    adding one action takes about 15 ms at 20,000 rows). Rows added afterwards are
+    searched exactly by Lance next to the index (its flat fallback over unindexed rows); once more
+    than ``max_unindexed`` rows are outside the index, the next write folds them in (LanceDB's
+    ``optimize``: compaction and an incremental index update, no version pruned).
+
+    Attributes:
+        min_rows: rows from which the indexes are built (and kept).
+        max_unindexed: rows outside the index that trigger the refresh.
+        nprobes: IVF partitions searched per query.
+        refine_factor: the index returns ``refine_factor × candidates`` rows by their PQ distance
+            and Lance re-scores them with the stored vectors, keeping the ``candidates`` best.
+        sub_vector_dim: PQ sub-vector width (``D / sub_vector_dim`` sub-vectors; D must divide).
+    """
+
+    min_rows: int = 10_000
+    max_unindexed: int = 2_000
+    nprobes: int = 20
+    refine_factor: int = 5
+    sub_vector_dim: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("min_rows", "max_unindexed", "nprobes", "refine_factor", "sub_vector_dim"):
+            if getattr(self, name) < 1:
+                raise InputError(f"IndexSettings.{name} must be >= 1, got {getattr(self, name)}")
+
+    def partitions(self, n_rows: int) -> int:
+        """IVF partitions for ``n_rows`` rows: sqrt(n), LanceDB's rule (100 at 10,000; 316 at 100,000)."""
+        return max(1, int(math.sqrt(n_rows)))
+
+
 def _sql(value: str) -> str:
     """A SQL string literal for LanceDB filters (single quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
@@ -283,8 +327,12 @@ class PrototypeStore:
         'waving'
     """
 
-    def __init__(self, db: Any, table: Any, meta: Any, recipe: StoreRecipe, uri: str) -> None:
+    def __init__(
+        self, db: Any, table: Any, meta: Any, recipe: StoreRecipe, uri: str, index: IndexSettings | None = None
+    ) -> None:
         self._db, self._table, self._meta, self.recipe, self.uri = db, table, meta, recipe, uri
+        self.index = index if index is not None else IndexSettings()
+        self.auto_index = True
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -295,6 +343,7 @@ class PrototypeStore:
         *,
         table_name: str = "prototypes",
         storage_options: dict[str, str] | None = None,
+        index: IndexSettings | None = None,
     ) -> PrototypeStore:
         """Open (or, with a recipe, create) the store at ``uri``.
 
@@ -313,6 +362,8 @@ class PrototypeStore:
             storage_options: object-store settings passed to ``lancedb.connect`` (for S3:
                 ``aws_endpoint``, ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_region``,
                 ``allow_http``).
+            index: when to build the ANN indexes and how to search them (default ``IndexSettings()``:
+                from 10,000 actions on). Not recorded in the store: each process opens with its own.
 
         Raises:
             StoreMismatchError: ``recipe`` differs from the store's (both are named), or the store
@@ -322,7 +373,10 @@ class PrototypeStore:
         """
         uri = str(uri)
         with _writing(uri):  # creating a store writes: a full disk or a read-only folder is named
-            return cls._open(uri, recipe, table_name=table_name, storage_options=storage_options)
+            store = cls._open(uri, recipe, table_name=table_name, storage_options=storage_options)
+        if index is not None:
+            store.index = index
+        return store
 
     @classmethod
     def _open(
@@ -482,7 +536,7 @@ class PrototypeStore:
         return {row["key"]: row["value"] for row in rows}
 
     @staticmethod
-    def _upsert(table: Any, rows: list[dict[str, Any]]) -> int:
+    def _upsert(table: Any, rows: list[dict[str, Any]] | pa.Table) -> int:
         """Insert or replace ``rows`` by ``key`` in one version; returns it.
 
         With ``key`` as the primary key Lance detects a concurrent insert of the same key as a
@@ -490,7 +544,10 @@ class PrototypeStore:
         last writer to commit wins. A table made by an older fsar gets the primary key first.
         """
         _ensure_primary_key(table)
-        data = pa.Table.from_pylist(rows, schema=table.schema)
+        if isinstance(rows, pa.Table):
+            data = pa.Table.from_arrays(rows.columns, schema=table.schema)
+        else:
+            data = pa.Table.from_pylist(rows, schema=table.schema)
         result = table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
         return int(result.version)
 
@@ -510,33 +567,50 @@ class PrototypeStore:
         if not (torch.isfinite(visual).all() and torch.isfinite(text).all()):
             raise InputError("a prototype holds NaN or inf values")
 
-    def _row(
+    def _rows(
         self,
-        action: str,
+        actions: list[str],
         visual: Tensor,
         text: Tensor,
-        shots: int,
-        support_ids: list[str],
+        support_ids: list[list[str]],
         tag: str,
-        action_text: str | None,
-    ) -> dict[str, Any]:
-        check_name("action", action)
+        action_texts: list[str] | None,
+    ) -> pa.Table:
+        """The rows of ``actions`` as one Arrow table of the prototype schema.
+
+        Args:
+            visual: ``[N, T, D]`` visual prototypes (checked by ``_check``).
+            text: ``[N, D]`` text prototypes.
+
+        The vectors go from numpy buffers straight into Arrow: 100,000 actions of ``[8, 1024]``
+        through Python lists took minutes.
+        """
+        keys = [_key(tag, check_name("action", action)) for action in actions]
         visual = visual.detach().float().cpu()
         text = text.detach().float().cpu()
-        return {
-            "key": _key(tag, action),
-            "action": action,
-            "action_text": action_text if action_text is not None else action,
-            "tag": tag,
-            "vector": nn.functional.normalize(visual.mean(0), dim=0).tolist(),
-            "frames": visual.tolist(),
-            "text": nn.functional.normalize(text, dim=0).tolist(),
-            "shots": int(shots),
-            "support_ids": list(support_ids),
-            "recipe_hash": self.recipe.fingerprint,
-            "head_hash": self.recipe.head_hash,
-            "created": datetime.now(UTC),
+        n, n_frames, dim = visual.shape
+        vector = nn.functional.normalize(visual.mean(1), dim=1).numpy().reshape(-1)
+        unit_text = nn.functional.normalize(text, dim=1).numpy().reshape(-1)
+        frames = np.ascontiguousarray(visual.numpy()).reshape(-1)
+        schema = self._table.schema
+        frame_rows = pa.FixedSizeListArray.from_arrays(pa.array(frames, pa.float32()), dim)
+        offsets = pa.array(np.arange(0, (n + 1) * n_frames, n_frames, dtype=np.int32))
+        now = datetime.now(UTC)
+        columns = {
+            "key": pa.array(keys, pa.string()),
+            "action": pa.array(actions, pa.string()),
+            "action_text": pa.array(action_texts if action_texts is not None else actions, pa.string()),
+            "tag": pa.array([tag] * n, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vector, pa.float32()), dim),
+            "frames": pa.ListArray.from_arrays(offsets, frame_rows),
+            "text": pa.FixedSizeListArray.from_arrays(pa.array(unit_text, pa.float32()), dim),
+            "shots": pa.array([len(ids) for ids in support_ids], pa.int64()),
+            "support_ids": pa.array([list(ids) for ids in support_ids], pa.list_(pa.string())),
+            "recipe_hash": pa.array([self.recipe.fingerprint] * n, pa.string()),
+            "head_hash": pa.array([self.recipe.head_hash] * n, pa.string()),
+            "created": pa.array([now] * n, pa.timestamp("us")),
         }
+        return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
 
     def add(
         self,
@@ -600,12 +674,22 @@ class PrototypeStore:
             raise InputError(
                 f"add_many got the same action twice: {sorted(n for n in set(names) if names.count(n) > 1)}"
             )
-        rows = []
-        for i, (action, visual, text, support_ids) in enumerate(items):
+        if action_texts is not None and len(action_texts) != len(items):
+            raise InputError(f"add_many got {len(action_texts)} action_texts for {len(items)} actions")
+        for _, visual, text, _ in items:
             self._check(visual, text, recipe)
-            label = None if action_texts is None else action_texts[i]
-            rows.append(self._row(action, visual, text, len(support_ids), support_ids, tag, label))
-        return self._upsert(self._table, rows)
+        rows = self._rows(
+            names,
+            torch.stack([item[1] for item in items]),
+            torch.stack([item[2] for item in items]),
+            [item[3] for item in items],
+            tag,
+            action_texts,
+        )
+        version = self._upsert(self._table, rows)
+        if self.auto_index:
+            self._maintain_indexes()
+        return version
 
     @_write_method
     def remove(self, action: str, *, tag: str = "default") -> int:
@@ -662,30 +746,61 @@ class PrototypeStore:
 
     @_write_method
     def optimize(self) -> None:
-        """Compact the table's files after bulk appends (LanceDB's ``optimize``)."""
+        """Compact the table's files after bulk appends and fold new rows into the indexes (LanceDB's ``optimize``).
+
+        Versions older than 7 days are pruned (LanceDB's default).
+        """
         self._table.optimize()
 
-    @_write_method
-    def create_indexes(self, *, min_rows: int = 4096) -> bool:
-        """Build IVF-PQ cosine indexes on the visual and text search columns.
+    def indexed(self) -> bool:
+        """Whether both search columns have an ANN index."""
+        return set(_SEARCH_COLUMNS) <= {c for index in self._table.list_indices() for c in index.columns}
 
-        Flat search is exact and fast enough for small stores; an index pays off from tens of
-        thousands of actions. Returns False (and builds nothing) below ``min_rows`` rows.
+    def unindexed_rows(self) -> int:
+        """Rows outside the ANN index of ``vector`` (searched exactly next to it); all rows when unindexed."""
+        stats = self._table.index_stats("vector_idx")
+        return len(self) if stats is None else int(stats.num_unindexed_rows)
+
+    @_write_method
+    def create_indexes(self, *, min_rows: int | None = None) -> bool:
+        """Build (or rebuild) the IVF-PQ cosine indexes on ``vector`` and ``text``.
+
+        Writes build them on their own from ``index.min_rows`` rows on (see ``IndexSettings``); this
+        is for a bulk load made with ``auto_index = False``. Returns False (and builds nothing)
+        below ``min_rows`` rows (default ``index.min_rows``).
+
+        Raises:
+            ValueError: D is not a multiple of ``index.sub_vector_dim``.
         """
         from lancedb.index import IvfPq
 
         n_rows = len(self)
-        if n_rows < min_rows:
+        if n_rows < (self.index.min_rows if min_rows is None else min_rows):
             return False
-        partitions = max(1, int(math.sqrt(n_rows)))
-        sub_vectors = max(1, self.recipe.dim // 16)
-        for column in ("vector", "text"):
-            self._table.create_index(
-                column,
-                config=IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors),
-                replace=True,
+        dim, width = self.recipe.dim, self.index.sub_vector_dim
+        if dim % width:
+            raise InputError(f"IVF-PQ needs D divisible by IndexSettings.sub_vector_dim = {width}, got D = {dim}")
+        for column in _SEARCH_COLUMNS:
+            config = IvfPq(
+                distance_type="cosine", num_partitions=self.index.partitions(n_rows), num_sub_vectors=dim // width
             )
+            _retry_conflicts(lambda column=column, config=config: self._table.create_index(column, config=config))
         return True
+
+    def _maintain_indexes(self) -> None:
+        """After a write: build the indexes at ``index.min_rows`` rows; refresh them past ``index.max_unindexed``.
+
+        Concurrent writers may both build or refresh; Lance commits each as a new version (a
+        conflicting one is retried on top). A refresh that still conflicts is left to the next write:
+        the rows it would fold in are searched exactly meanwhile.
+        """
+        if len(self) < self.index.min_rows:
+            return
+        if not self.indexed():
+            self.create_indexes()
+        elif self.unindexed_rows() > self.index.max_unindexed:
+            with contextlib.suppress(RuntimeError):
+                _retry_conflicts(lambda: self._table.optimize(cleanup_older_than=timedelta(days=365_000)))
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -720,9 +835,13 @@ class PrototypeStore:
         self._upsert(self._meta, [{"key": "unknown_threshold", "value": repr(float(threshold))}])
 
     def _candidates(
-        self, frames: Tensor, text: Tensor | None, limit: int | None, tag: str | None
+        self, frames: Tensor, text: Tensor | None, limit: int | None, tag: str | None, exact: bool = False
     ) -> tuple[list[str], list[str], Tensor, Tensor]:
-        """Candidate rows: names, tags, visual prototypes ``[M, T, D]`` and text prototypes ``[M, D]``."""
+        """Candidate rows: names, tags, visual prototypes ``[M, T, D]`` and text prototypes ``[M, D]``.
+
+        With an ANN index the searches use ``index.nprobes`` and ``index.refine_factor``; ``exact``
+        scans every row instead (the flat search of a store below ``index.min_rows``).
+        """
         columns = ["action", "tag", "frames", "text"]
         where = None if tag is None else f"tag = {_sql(tag)}"
         tables = []
@@ -735,6 +854,10 @@ class PrototypeStore:
                 probes.append(("text", nn.functional.normalize(text, dim=0)))
             for column, vector in probes:
                 query = self._table.search(vector.float().numpy(), vector_column_name=column).distance_type("cosine")
+                if exact:
+                    query = query.bypass_vector_index()
+                else:  # without an index Lance ignores both and scans every row
+                    query = query.nprobes(self.index.nprobes).refine_factor(self.index.refine_factor)
                 if where:
                     query = query.where(where, prefilter=True)
                 tables.append(query.select([*columns, "_distance"]).limit(limit).to_arrow())
@@ -776,6 +899,7 @@ class PrototypeStore:
         candidates: int | None = 50,
         mpmm: MPMMConfig | None = None,
         threshold: float | None = None,
+        exact: bool = False,
     ) -> QueryResult:
         """Classify one query against the stored actions.
 
@@ -789,6 +913,8 @@ class PrototypeStore:
             mpmm: MPMM settings that override the store's (default: ``recipe.mpmm``, the settings of
                 the head that made the prototypes).
             threshold: the open-set threshold; default: the store's calibrated one.
+            exact: find the candidates by scanning every row even when the ANN indexes exist (the
+                reference the indexed search is measured against).
 
         Returns:
             ``QueryResult``; an empty store gives no matches (and ``best`` None).
@@ -799,7 +925,11 @@ class PrototypeStore:
             raise InputError(f"k must be >= 1, got {k}")
         config = mpmm if mpmm is not None else self.recipe.mpmm
         names, tags, proto_frames, proto_text = self._candidates(
-            frames.detach().float().cpu(), None if text is None else text.detach().float().cpu(), candidates, tag
+            frames.detach().float().cpu(),
+            None if text is None else text.detach().float().cpu(),
+            candidates,
+            tag,
+            exact,
         )
         threshold = self.unknown_threshold if threshold is None else threshold
         if not names:

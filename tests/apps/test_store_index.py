@@ -1,0 +1,184 @@
+"""The store's ANN indexes: built past a threshold, searched with Lance's flat fallback for new rows, refreshed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fsar_apps.store import IndexSettings, PrototypeStore
+from fsar_metric.errors import InputError
+
+DIM, N_FRAMES = 16, 4
+N_CLUSTERS = 30
+#: IVF-PQ trains 256 PQ centroids: a table needs a few hundred rows to index.
+SMALL = IndexSettings(min_rows=300, max_unindexed=50, nprobes=8, refine_factor=5, sub_vector_dim=4)
+
+
+def _actions(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` clustered actions: visual ``[n, T, D]`` and text ``[n, D]`` (centre + noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(N_CLUSTERS, N_FRAMES, DIM, generator=torch.Generator().manual_seed(99))
+    cluster = torch.arange(n) % N_CLUSTERS
+    visual = centres[cluster] + 0.5 * torch.randn(n, N_FRAMES, DIM, generator=gen)
+    return visual, centres[cluster].mean(1) + 0.5 * torch.randn(n, DIM, generator=gen)
+
+
+def _fill(store: PrototypeStore, n: int, prefix: str = "a", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    visual, text = _actions(n, seed)
+    store.add_many([(f"{prefix}{i}", visual[i], text[i], [f"v{i}"]) for i in range(n)])
+    return visual, text
+
+
+@pytest.fixture
+def indexed(tmp_path, recipe):
+    store = PrototypeStore.open(tmp_path / "store", recipe, index=SMALL)
+    return store, *_fill(store, 320)
+
+
+def test_below_the_threshold_the_store_stays_unindexed_and_queries_exactly(tmp_path, recipe):
+    store = PrototypeStore.open(tmp_path / "store", recipe, index=SMALL)
+    visual, text = _fill(store, 200)
+    assert not store.indexed()
+    assert store.unindexed_rows() == 200
+    for i in (0, 57, 199):
+        assert store.query(visual[i], text[i], k=1).best == f"a{i}"
+        assert store.query(visual[i], text[i], k=5) == store.query(visual[i], text[i], k=5, exact=True)
+
+
+def test_the_write_that_reaches_the_threshold_builds_both_indexes(indexed):
+    store, _, _ = indexed
+    assert store.indexed()
+    assert store.unindexed_rows() == 0
+    columns = sorted(c for index in store._table.list_indices() for c in index.columns)
+    assert columns == ["text", "vector"]
+
+
+def test_indexed_queries_return_the_exact_top_1_on_clear_cases(indexed):
+    store, visual, text = indexed
+    noise = torch.Generator().manual_seed(3)
+    for i in range(0, 320, 16):
+        frames = visual[i] + 0.05 * torch.randn(N_FRAMES, DIM, generator=noise)
+        approx = store.query(frames, text[i], k=5, candidates=20)
+        exact = store.query(frames, text[i], k=5, candidates=20, exact=True)
+        assert approx.best == exact.best == f"a{i}"
+
+
+def test_actions_added_after_the_index_are_found_by_queries(indexed):
+    store, _, _ = indexed
+    gen = torch.Generator().manual_seed(7)
+    new_visual, new_text = 3 * torch.randn(N_FRAMES, DIM, generator=gen), 3 * torch.randn(DIM, generator=gen)
+    store.add("brand new", new_visual, new_text, support_ids=["n"])
+    assert store.unindexed_rows() == 1  # searched by Lance's flat fallback next to the index
+    assert store.query(new_visual, new_text, k=1, candidates=10).best == "brand new"
+
+
+def test_past_max_unindexed_the_next_write_folds_new_rows_in_and_keeps_every_version(indexed):
+    store, _, _ = indexed
+    versions = [v for v, _ in store.versions()]
+    visual, text = _fill(store, SMALL.max_unindexed + 1, prefix="b", seed=1)  # one write: the refresh follows it
+    assert store.unindexed_rows() == 0
+    assert len(store) == 320 + SMALL.max_unindexed + 1
+    assert set(versions) <= {v for v, _ in store.versions()}  # nothing pruned: restore still reaches them
+    assert store.query(visual[5], text[5], k=1, candidates=10).best == "b5"
+
+
+def test_a_store_reopened_with_other_settings_uses_them_and_existing_stores_keep_opening(tmp_path, recipe):
+    path = tmp_path / "store"
+    store = PrototypeStore.open(path, recipe)  # default settings: 10,000 rows before any index
+    _fill(store, 320)
+    assert not store.indexed()
+    reopened = PrototypeStore.open(path, recipe, index=SMALL)
+    assert reopened.index == SMALL
+    reopened.add("one more", *(t[0] for t in _actions(1, seed=4)), support_ids=["x"])
+    assert reopened.indexed()
+    assert PrototypeStore.open(path).query(*(t[3] for t in _actions(4)), k=1).best == "a3"
+
+
+def test_without_auto_index_writes_never_index_until_asked(tmp_path, recipe):
+    store = PrototypeStore.open(tmp_path / "store", recipe, index=SMALL)
+    store.auto_index = False
+    _fill(store, 320)
+    assert not store.indexed()
+    assert store.create_indexes(min_rows=1000) is False  # below the given threshold: nothing built
+    assert store.create_indexes() is True
+    assert store.indexed()
+
+
+def test_rows_read_back_as_written(store, prototypes):
+    # The rows go from numpy straight into Arrow: the stored values are the prototypes, bit for bit.
+    visual, text = prototypes
+    store.add_many([(f"x{i}", visual[i], text[i], [f"s{i}"] * (i + 1)) for i in range(3)], action_texts=["p", "q", "r"])
+    rows = store._table.search().limit(None).to_arrow().sort_by("key").to_pylist()
+    assert [(r["key"], r["action_text"], r["shots"]) for r in rows] == [
+        ("default/x0", "p", 1),
+        ("default/x1", "q", 2),
+        ("default/x2", "r", 3),
+    ]
+    for i, row in enumerate(rows):
+        assert torch.equal(torch.tensor(row["frames"]), visual[i])
+        torch.testing.assert_close(torch.tensor(row["vector"]), torch.nn.functional.normalize(visual[i].mean(0), dim=0))
+        torch.testing.assert_close(torch.tensor(row["text"]), torch.nn.functional.normalize(text[i], dim=0))
+        assert row["support_ids"] == [f"s{i}"] * (i + 1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"min_rows": 0}, "IndexSettings.min_rows must be >= 1, got 0"),
+        ({"nprobes": -1}, "IndexSettings.nprobes must be >= 1, got -1"),
+        ({"refine_factor": 0}, "IndexSettings.refine_factor must be >= 1, got 0"),
+    ],
+)
+def test_bad_index_settings_are_refused_naming_the_field(fields, message):
+    with pytest.raises(InputError, match=message):
+        IndexSettings(**fields)
+
+
+def test_a_width_the_pq_sub_vectors_do_not_divide_is_refused(tmp_path, recipe):
+    store = PrototypeStore.open(tmp_path / "store", recipe, index=IndexSettings(min_rows=1, sub_vector_dim=5))
+    store.auto_index = False
+    _fill(store, 3)
+    with pytest.raises(
+        InputError, match=re.escape("IVF-PQ needs D divisible by IndexSettings.sub_vector_dim = 5, got D = 16")
+    ):
+        store.create_indexes()
+
+
+def test_add_many_refuses_a_wrong_number_of_action_texts(store, prototypes):
+    visual, text = prototypes
+    with pytest.raises(InputError, match="add_many got 1 action_texts for 2 actions"):
+        store.add_many([("a", visual[0], text[0], ["v"]), ("b", visual[1], text[1], ["v"])], action_texts=["x"])
+
+
+_WRITER = """
+import sys, torch
+from fsar_apps.store import IndexSettings, PrototypeStore
+path, w = sys.argv[1], int(sys.argv[2])
+settings = IndexSettings(min_rows=300, max_unindexed=20, nprobes=8, refine_factor=5, sub_vector_dim=4)
+store = PrototypeStore.open(path, index=settings)
+gen = torch.Generator().manual_seed(w)
+for b in range(6):
+    visual, text = torch.randn(30, 4, 16, generator=gen), torch.randn(30, 16, generator=gen)
+    store.add_many([(f"w{w}-{b}-{i}", visual[i], text[i], ["v"]) for i in range(30)])
+"""
+
+
+def test_concurrent_writers_across_the_threshold_and_refreshes_lose_no_row(tmp_path, recipe):
+    path = str(tmp_path / "shared")
+    store = PrototypeStore.open(path, recipe)
+    store.auto_index = False
+    _fill(store, 200)  # the writers cross 300 rows together, then refresh every 20 unindexed rows
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, path, str(w)]) for w in range(2)]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    reopened = PrototypeStore.open(path, index=SMALL)
+    names = {a.action for a in reopened.list()}
+    assert names == {f"a{i}" for i in range(200)} | {
+        f"w{w}-{b}-{i}" for w in range(2) for b in range(6) for i in range(30)
+    }
+    assert reopened.indexed()
+    visual, text = _actions(200)
+    assert reopened.query(visual[42], text[42], k=1, candidates=10).best == "a42"
