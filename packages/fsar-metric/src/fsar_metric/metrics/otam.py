@@ -19,17 +19,23 @@ The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, 
 - Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)}, so a path may leave early;
 - d(q → s) = Γ(T−1, U+1), where smin_λ(a) = −λ log Σ exp(−a / λ).
 
-Speed: in log-weights x = −Γ/λ every soft-min becomes one ``logaddexp`` kernel over the whole batch,
-so a cell costs two tensor operations (the public loop spends about ten), and both directions of the
-bidirectional distance run in the same batch when T = U. On CPU, where T = 8 makes each operation
-tiny, this beats the vectorised alternatives we measured (a ``logcumsumexp`` per row, and one masked
-``logsumexp`` per row in the log-semiring): their transcendental work per cell is larger, and
-``logcumsumexp`` has a slow CPU kernel. ``benchmarks/bench_metrics.py`` has the numbers.
+Speed: the recursion runs column by column. Columns 2 … U have no down move, so a whole column of
+every grid in the batch is one vectorised step on ``[T, B]`` (B = all (query, support) pairs, both
+directions side by side when T = U); only column 1 (its down move) is sequential over the T rows,
+and the right pad column is a sum over rows at the end. Where the numbers allow it
+(``(T + U + 2) · (max |Δ| / λ + log 3) ≤ 700``, always so for cosine frames at λ = 0.1 and
+T = U ≤ 16), the step runs in path weights w = exp(−Γ/λ) in float64, where choosing a move is a sum
+and chaining one a product: a column step is one add and one multiply over ``[T, B]``, with a
+single ``exp`` per frame pair. Otherwise (far frames, small λ, devices without float64) the same
+steps run in log-weights x = −Γ/λ with stable ``logaddexp`` in the input dtype, which stays finite
+for any finite distances. ``benchmarks/bench_metrics.py`` has the numbers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -56,6 +62,119 @@ DIRECTIONS: tuple[Direction, ...] = ("q2s", "s2q", "sum", "mean")
 FIRST_ROWS: tuple[FirstRow, ...] = ("sum", "relaxed")
 
 
+# Largest |log-weight| a float64 path weight may reach: exp(±700) stays inside the normal range
+# (about e^±708), so no partial path weight underflows and none overflows.
+_FLOAT64_LOG_RANGE = 700.0
+
+
+@dataclass(frozen=True)
+class _Domain:
+    """The numbers one run of the recursion computes in, and its two operations on them.
+
+    ``encode(dist, scale)`` maps frame distances ``[B, T, U]`` to the values of the log-weights
+    x = scale · Δ (scale = −1/λ), ``decode`` maps values back to log-weights; ``two``
+    is the value of the two zero-cost pad moves into column 1; ``diagonal_or_right(T, like)`` returns
+    the column step, which turns column m−1 ``[T, B]`` into the choice between the diagonal and the
+    right move into column m (row 0 has no row above, so it keeps only the right move); ``times``
+    chains a cell cost onto a value, ``plus`` chooses between two values, ``total`` chooses over dim 0.
+    """
+
+    encode: Callable[[Tensor, float], Tensor]
+    decode: Callable[[Tensor], Tensor]
+    two: float
+    diagonal_or_right: Callable[[int, Tensor], Callable[[Tensor], Tensor]]
+    times: Callable[[Tensor, Tensor], Tensor]
+    plus: Callable[[Tensor, Tensor], Tensor]
+    total: Callable[[Tensor], Tensor]
+
+
+def _weights_diagonal_or_right(n_rows: int, like: Tensor) -> Callable[[Tensor], Tensor]:
+    """The column step on weights: ``[T, B]`` → ``[T, B]`` with row l = prev[l] + prev[l−1], row 0 = prev[0]."""
+    return lambda prev: torch.cat([prev[:1], prev[1:] + prev[:-1]])
+
+
+def _log_diagonal_or_right(n_rows: int, like: Tensor) -> Callable[[Tensor], Tensor]:
+    """The column step on log-weights: row l = logaddexp(prev[l], prev[l−1]), row 0 = prev[0]."""
+    return lambda prev: torch.cat([prev[:1], torch.logaddexp(prev[1:], prev[:-1])])
+
+
+# Path weights w = exp(x) in float64: a move choice is a sum, chaining is a product.
+_WEIGHTS = _Domain(
+    encode=lambda dist, scale: torch.exp(dist.to(torch.float64) * scale),
+    decode=torch.log,
+    two=2.0,
+    diagonal_or_right=_weights_diagonal_or_right,
+    times=torch.mul,
+    plus=torch.add,
+    total=lambda values: values.sum(0),
+)
+# Log-weights x in the input dtype: a move choice is a logaddexp, chaining is a sum.
+_LOG_WEIGHTS = _Domain(
+    encode=lambda dist, scale: dist * scale,
+    decode=lambda x: x,
+    two=math.log(2.0),
+    diagonal_or_right=_log_diagonal_or_right,
+    times=torch.add,
+    plus=torch.logaddexp,
+    total=lambda values: values.logsumexp(0),
+)
+_DOMAINS: dict[str, _Domain] = {"weights": _WEIGHTS, "log-weights": _LOG_WEIGHTS}
+
+
+def _domain_name(dist: Tensor, smoothing: float) -> str:
+    """``weights`` when every partial path weight of ``dist [U, T, B]`` fits a float64, else ``log-weights``.
+
+    A path through the grid (one padded row above it included) chains at most T + U + 2 cells of
+    |x| ≤ max |Δ| / λ and chooses among at most 3 moves per cell.
+    """
+    if dist.numel() == 0 or dist.device.type == "mps":  # nothing to bound; MPS has no float64
+        return "log-weights"
+    n_cols, n_rows = dist.shape[:2]
+    largest = float(dist.detach().abs().amax()) / smoothing  # NaN / inf fail the test below
+    within = (n_rows + n_cols + 2) * (largest + math.log(3.0)) <= _FLOAT64_LOG_RANGE
+    return "weights" if within else "log-weights"
+
+
+def _check_grid(dist: Tensor) -> None:
+    if dist.dim() < 2 or dist.shape[-1] == 0 or dist.shape[-2] == 0:
+        raise InputError(
+            f"dist must be [..., T, U] frame distances with T >= 1 and U >= 1, got shape {tuple(dist.shape)}"
+        )
+
+
+def _align(grids: list[Tensor], smoothing: float, first_row: FirstRow) -> Tensor:
+    """d(rows → columns) for equally shaped stacks of grids, concatenated along the batch.
+
+    Args:
+        grids: each ``[B_i, T, U]`` frame distances (any strides).
+
+    Returns:
+        ``[ΣB_i]`` Γ(T−1, U+1) in the dtype of the grids.
+    """
+    # Column-major and contiguous: columns[m] ([T, B]) is column m+1 of every grid.
+    columns = torch.cat([grid.permute(2, 1, 0) for grid in grids], -1).contiguous()  # [U, T, B]
+    domain = _DOMAINS[_domain_name(columns, smoothing)]
+    if first_row == "relaxed":
+        # A virtual zero-cost row above row 0 is the "sum" recursion on the grid with a zero row prepended.
+        columns = torch.cat([columns.new_zeros(columns.shape[0], 1, columns.shape[2]), columns], 1)
+    values = domain.encode(columns, -1.0 / smoothing)  # [U, T, B]
+    n_cols, n_rows = values.shape[:2]
+    step = domain.diagonal_or_right(n_rows, values)
+    # Column 1: row 0 enters from the left pad; row l ≥ 1 also comes down from (l−1, 1) or in from
+    # either pad cell (two zero-cost moves).
+    column = [values[0, 0]]
+    for row in range(1, n_rows):
+        column.append(domain.times(values[0, row], domain.plus(column[-1], column[-1].new_full((), domain.two))))
+    current = torch.stack(column)  # [T, B]
+    # Columns 2 … U: diagonal or right moves only, so each column is one step over all rows.
+    for col in range(1, n_cols):
+        current = domain.times(values[col], step(current))
+    # The right pad column: Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)} unrolls to a choice over
+    # column U's rows, every row but the last counted twice (once diagonally, once from beside).
+    last = domain.total(torch.cat([current, current[:-1]]))  # [B]
+    return (domain.decode(last) * -smoothing).to(grids[0].dtype)
+
+
 def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: FirstRow = "sum") -> Tensor:
     """One-directional OTAM distance d(q → s) for a batch of frame-distance matrices.
 
@@ -71,31 +190,12 @@ def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: Fi
 
     Returns:
         ``[...]`` cumulative alignment cost Γ(T−1, U+1).
+
+    Raises:
+        ValueError: ``dist`` has fewer than two dimensions or no rows or columns.
     """
-    n_cols = dist.shape[-1]
-    # Log-weights x = −Γ/λ turn smin into logaddexp: one stable kernel per move instead of the
-    # public code's three exp, a log and the bookkeeping around them.
-    weights = dist / -smoothing  # [..., T, U]
-    rows = weights.unbind(-2)  # T × [..., U]
-    zero = rows[0][..., 0].new_zeros(())  # x of a pad cell, Γ = 0
-    log2 = zero + math.log(2.0)
-    if first_row == "sum":
-        running = rows[0].cumsum(-1).unbind(-1)  # U × [...]
-        prev = [zero, *running, running[-1]]  # the right pad costs nothing
-        rows = rows[1:]
-    else:
-        prev = [zero] * (n_cols + 2)  # virtual row above row 0
-    for row in rows:
-        cells = row.unbind(-1)  # U × [...]
-        # Column 1: diagonal from the left pad, down from (l−1, 1), or right from the left pad;
-        # both pad moves have x = 0, hence log 2.
-        current = [zero, cells[0] + torch.logaddexp(prev[1], log2)]
-        for m in range(2, n_cols + 1):
-            current.append(cells[m - 1] + torch.logaddexp(prev[m - 1], current[m - 1]))  # diagonal or right
-        # The right pad: diagonal from (l−1, U), down from (l−1, U+1), or right from (l, U).
-        current.append(torch.logaddexp(torch.logaddexp(prev[n_cols], prev[n_cols + 1]), current[n_cols]))
-        prev = current
-    return -smoothing * prev[-1]
+    _check_grid(dist)
+    return _align([dist.reshape(-1, *dist.shape[-2:])], smoothing, first_row).view(dist.shape[:-2])
 
 
 def otam_distance(
@@ -112,20 +212,24 @@ def otam_distance(
 
     Returns:
         ``[...]`` distances, smaller = better aligned.
+
+    Raises:
+        ValueError: ``dist`` has fewer than two dimensions or no rows or columns.
     """
+    _check_grid(dist)
+    flat = dist.reshape(-1, *dist.shape[-2:])  # [B, T, U]
+    transposed = flat.transpose(-1, -2)  # [B, U, T]
     if direction == "q2s":
-        return otam_cumulative_distance(dist, smoothing, first_row)
-    transposed = dist.transpose(-1, -2)  # [..., U, T]
+        return _align([flat], smoothing, first_row).view(dist.shape[:-2])
     if direction == "s2q":
-        return otam_cumulative_distance(transposed, smoothing, first_row)
-    if dist.shape[-1] == dist.shape[-2]:
-        # Square grids: both directions in one batch, half the sequential steps.
-        both = otam_cumulative_distance(torch.stack([dist, transposed]), smoothing, first_row)  # [2, ...]
-        total = both[0] + both[1]
+        return _align([transposed], smoothing, first_row).view(dist.shape[:-2])
+    if flat.shape[-1] == flat.shape[-2]:
+        # Square grids: both directions in one batch, one pass of sequential steps.
+        both = _align([flat, transposed], smoothing, first_row)  # [2B]
+        total = both[: flat.shape[0]] + both[flat.shape[0] :]
     else:
-        total = otam_cumulative_distance(dist, smoothing, first_row) + otam_cumulative_distance(
-            transposed, smoothing, first_row
-        )
+        total = _align([flat], smoothing, first_row) + _align([transposed], smoothing, first_row)
+    total = total.view(dist.shape[:-2])
     return total / 2 if direction == "mean" else total
 
 
