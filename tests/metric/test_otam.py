@@ -225,7 +225,7 @@ def test_float32_metric_equals_the_float64_cell_loop(n_frames, n_shot, direction
 def test_the_weight_domain_runs_the_default_and_log_weights_run_far_inputs():
     from fsar_metric.metrics.otam import _domain_name
 
-    cosine = torch.rand(8, 16, 16, 10, dtype=torch.float64) * 2  # [U, T, B]: the worst cosine distance at T = 16
+    cosine = torch.rand(10, 16, 16, dtype=torch.float64) * 2  # [B, T, U]: the worst cosine distance at T = 16
     assert _domain_name(cosine, 0.1) == "weights"
     assert _domain_name(cosine, 0.01) == "log-weights"
     assert _domain_name(cosine * 1e4, 0.5) == "log-weights"

@@ -5,8 +5,9 @@ Reference code consulted: the PyTorch re-implementation ``OTAM_cum_dist`` of the
 few-shot-action-recognition library (the version copied into TRX-derived code and CLIP-FSAR); the
 original authors released none. The recursion below is that code's, cell for cell (see
 docs/protocol.md, "`otam`: ordered temporal alignment"), with two differences: the soft-min is
-computed stably as ``logaddexp`` of log-weights (the public ``log(exp + exp)`` underflows to
-``inf`` once every candidate cost exceeds about 10 at λ = 0.1), and a relaxed first row is
+computed stably, in float64 path weights where no weight can leave the float64 range and as
+``logaddexp`` of log-weights otherwise (the public ``log(exp + exp)`` underflows to ``inf`` in
+float32 once every candidate cost exceeds about 10 at λ = 0.1), and a relaxed first row is
 available as an option.
 
 The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, U + 2]``
@@ -23,10 +24,11 @@ Speed: the recursion runs column by column. Columns 2 … U have no down move, s
 every grid in the batch is one vectorised step on ``[T, B]`` (B = all (query, support) pairs, both
 directions side by side when T = U); only column 1 (its down move) is sequential over the T rows,
 and the right pad column is a sum over rows at the end. Where the numbers allow it
-(``(T + U + 2) · (max |Δ| / λ + log 3) ≤ 700``, always so for cosine frames at λ = 0.1 and
-T = U ≤ 16), the step runs in path weights w = exp(−Γ/λ) in float64, where choosing a move is a sum
-and chaining one a product: a column step is one add and one multiply over ``[T, B]``, with a
-single ``exp`` per frame pair. Otherwise (far frames, small λ, devices without float64) the same
+(``(T + U − 1) · max |Δ| / λ + (T + U + 1) · log 3 ≤ 700``, always so for cosine frames, Δ ≤ 2,
+at λ = 0.1 and T = U ≤ 16), the steps run in path weights w = exp(−Γ/λ) in float64, where choosing
+a move is a sum and chaining one a product: a column step is one add and one multiply over
+``[T, B]``, with a single ``exp`` per frame pair (shared by both directions), and the result is
+cast back to the input dtype. Otherwise (far frames, small λ, devices without float64) the same
 steps run in log-weights x = −Γ/λ with stable ``logaddexp`` in the input dtype, which stays finite
 for any finite distances. ``benchmarks/bench_metrics.py`` has the numbers.
 """
@@ -122,16 +124,18 @@ _DOMAINS: dict[str, _Domain] = {"weights": _WEIGHTS, "log-weights": _LOG_WEIGHTS
 
 
 def _domain_name(dist: Tensor, smoothing: float) -> str:
-    """``weights`` when every partial path weight of ``dist [U, T, B]`` fits a float64, else ``log-weights``.
+    """``weights`` when every partial path weight of ``dist [B, T, U]`` fits a float64, else ``log-weights``.
 
-    A path through the grid (one padded row above it included) chains at most T + U + 2 cells of
-    |x| ≤ max |Δ| / λ and chooses among at most 3 moves per cell.
+    A path through the grid pays at most T + U − 1 cells of |x| ≤ max |Δ| / λ, and a cell sums at
+    most 3^(T+U+1) paths (one more row with the relaxed first row), so every partial log-weight has
+    |x| ≤ (T + U − 1) · max |Δ| / λ + (T + U + 1) · log 3.
     """
     if dist.numel() == 0 or dist.device.type == "mps":  # nothing to bound; MPS has no float64
         return "log-weights"
-    n_cols, n_rows = dist.shape[:2]
+    n_rows, n_cols = dist.shape[-2:]
     largest = float(dist.detach().abs().amax()) / smoothing  # NaN / inf fail the test below
-    within = (n_rows + n_cols + 2) * (largest + math.log(3.0)) <= _FLOAT64_LOG_RANGE
+    bound = (n_rows + n_cols - 1) * largest + (n_rows + n_cols + 1) * math.log(3.0)
+    within = bound <= _FLOAT64_LOG_RANGE
     return "weights" if within else "log-weights"
 
 
@@ -142,37 +146,42 @@ def _check_grid(dist: Tensor) -> None:
         )
 
 
-def _align(grids: list[Tensor], smoothing: float, first_row: FirstRow) -> Tensor:
-    """d(rows → columns) for equally shaped stacks of grids, concatenated along the batch.
+def _align(dist: Tensor, smoothing: float, first_row: FirstRow, transposes: tuple[bool, ...]) -> Tensor:
+    """d(rows → columns) of ``dist`` as given and / or transposed, side by side in one batch.
 
     Args:
-        grids: each ``[B_i, T, U]`` frame distances (any strides).
+        dist: ``[B, T, U]`` frame distances (any strides).
+        transposes: one entry per batch part: False aligns ``dist``, True aligns its transpose
+            (both need T = U).
 
     Returns:
-        ``[ΣB_i]`` Γ(T−1, U+1) in the dtype of the grids.
+        ``[len(transposes) · B]`` Γ(T−1, U+1) in the dtype of ``dist``, parts in the given order.
     """
-    # Column-major and contiguous: columns[m] ([T, B]) is column m+1 of every grid.
-    columns = torch.cat([grid.permute(2, 1, 0) for grid in grids], -1).contiguous()  # [U, T, B]
-    domain = _DOMAINS[_domain_name(columns, smoothing)]
+    domain = _DOMAINS[_domain_name(dist, smoothing)]
+    encoded = domain.encode(dist, -1.0 / smoothing)  # [B, T, U]: one transcendental per frame pair
+    # Column-major and contiguous: values[m] ([T, B·parts]) is column m+1 of every grid.
+    values = torch.cat([encoded.permute(1, 2, 0) if t else encoded.permute(2, 1, 0) for t in transposes], -1)
+    values = values.contiguous()  # [U, T, B·parts]
     if first_row == "relaxed":
         # A virtual zero-cost row above row 0 is the "sum" recursion on the grid with a zero row prepended.
-        columns = torch.cat([columns.new_zeros(columns.shape[0], 1, columns.shape[2]), columns], 1)
-    values = domain.encode(columns, -1.0 / smoothing)  # [U, T, B]
+        zero_cost = domain.encode(dist.new_zeros(()), 1.0).to(values.dtype)
+        values = torch.cat([zero_cost.expand(values.shape[0], 1, values.shape[2]), values], 1)
     n_cols, n_rows = values.shape[:2]
     step = domain.diagonal_or_right(n_rows, values)
+    two = values.new_full((), domain.two)
     # Column 1: row 0 enters from the left pad; row l ≥ 1 also comes down from (l−1, 1) or in from
     # either pad cell (two zero-cost moves).
     column = [values[0, 0]]
     for row in range(1, n_rows):
-        column.append(domain.times(values[0, row], domain.plus(column[-1], column[-1].new_full((), domain.two))))
-    current = torch.stack(column)  # [T, B]
+        column.append(domain.times(values[0, row], domain.plus(column[-1], two)))
+    current = torch.stack(column)  # [T, B·parts]
     # Columns 2 … U: diagonal or right moves only, so each column is one step over all rows.
     for col in range(1, n_cols):
         current = domain.times(values[col], step(current))
     # The right pad column: Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)} unrolls to a choice over
     # column U's rows, every row but the last counted twice (once diagonally, once from beside).
-    last = domain.total(torch.cat([current, current[:-1]]))  # [B]
-    return (domain.decode(last) * -smoothing).to(grids[0].dtype)
+    last = domain.total(torch.cat([current, current[:-1]]))  # [B·parts]
+    return (domain.decode(last) * -smoothing).to(dist.dtype)
 
 
 def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: FirstRow = "sum") -> Tensor:
@@ -195,7 +204,7 @@ def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: Fi
         ValueError: ``dist`` has fewer than two dimensions or no rows or columns.
     """
     _check_grid(dist)
-    return _align([dist.reshape(-1, *dist.shape[-2:])], smoothing, first_row).view(dist.shape[:-2])
+    return _align(dist.reshape(-1, *dist.shape[-2:]), smoothing, first_row, (False,)).view(dist.shape[:-2])
 
 
 def otam_distance(
@@ -218,17 +227,16 @@ def otam_distance(
     """
     _check_grid(dist)
     flat = dist.reshape(-1, *dist.shape[-2:])  # [B, T, U]
-    transposed = flat.transpose(-1, -2)  # [B, U, T]
     if direction == "q2s":
-        return _align([flat], smoothing, first_row).view(dist.shape[:-2])
+        return _align(flat, smoothing, first_row, (False,)).view(dist.shape[:-2])
     if direction == "s2q":
-        return _align([transposed], smoothing, first_row).view(dist.shape[:-2])
+        return _align(flat, smoothing, first_row, (True,)).view(dist.shape[:-2])
     if flat.shape[-1] == flat.shape[-2]:
         # Square grids: both directions in one batch, one pass of sequential steps.
-        both = _align([flat, transposed], smoothing, first_row)  # [2B]
+        both = _align(flat, smoothing, first_row, (False, True))  # [2B]
         total = both[: flat.shape[0]] + both[flat.shape[0] :]
     else:
-        total = _align([flat], smoothing, first_row) + _align([transposed], smoothing, first_row)
+        total = _align(flat, smoothing, first_row, (False,)) + _align(flat, smoothing, first_row, (True,))
     total = total.view(dist.shape[:-2])
     return total / 2 if direction == "mean" else total
 
