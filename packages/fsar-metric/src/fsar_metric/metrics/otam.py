@@ -171,13 +171,17 @@ def _align(dist: Tensor, smoothing: float, first_row: FirstRow, transposes: tupl
     two = values.new_full((), domain.two)
     # Column 1: row 0 enters from the left pad; row l ≥ 1 also comes down from (l−1, 1) or in from
     # either pad cell (two zero-cost moves).
-    column = [values[0, 0]]
+    # (unbind, not indexing: its backward stacks the gradients once instead of scattering each
+    # into a zero tensor of the whole grid.)
+    columns = values.unbind(0)  # U × [T, B·parts]
+    first = columns[0].unbind(0)  # T × [B·parts]
+    column = [first[0]]
     for row in range(1, n_rows):
-        column.append(domain.times(values[0, row], domain.plus(column[-1], two)))
+        column.append(domain.times(first[row], domain.plus(column[-1], two)))
     current = torch.stack(column)  # [T, B·parts]
     # Columns 2 … U: diagonal or right moves only, so each column is one step over all rows.
     for col in range(1, n_cols):
-        current = domain.times(values[col], step(current))
+        current = domain.times(columns[col], step(current))
     # The right pad column: Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)} unrolls to a choice over
     # column U's rows, every row but the last counted twice (once diagonally, once from beside).
     last = domain.total(torch.cat([current, current[:-1]]))  # [B·parts]
