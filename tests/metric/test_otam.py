@@ -229,7 +229,8 @@ def test_the_weight_domain_runs_the_default_and_log_weights_run_far_inputs():
     assert _domain_name(cosine, 0.1) == "weights"
     assert _domain_name(cosine, 0.01) == "log-weights"
     assert _domain_name(cosine * 1e4, 0.5) == "log-weights"
-    assert _domain_name(torch.tensor([[[float("nan")]]]), 0.1) == "log-weights"
+    assert _domain_name(torch.tensor([[[0.5, float("nan")]]]), 0.1) == "log-weights"
+    assert _domain_name(torch.tensor([[[0.5, float("inf")]]]), 0.1) == "log-weights"
 
 
 @pytest.mark.parametrize(("scale", "smoothing"), [(2.0, 0.1), (2.0, 0.5), (1e4, 0.01), (2.0, 0.01)])

@@ -75,29 +75,33 @@ class _Domain:
 
     ``encode(dist, scale)`` maps frame distances ``[B, T, U]`` to the values of the log-weights
     x = scale · Δ (scale = −1/λ), ``decode`` maps values back to log-weights; ``two``
-    is the value of the two zero-cost pad moves into column 1; ``diagonal_or_right(T, like)`` returns
-    the column step, which turns column m−1 ``[T, B]`` into the choice between the diagonal and the
-    right move into column m (row 0 has no row above, so it keeps only the right move); ``times``
-    chains a cell cost onto a value, ``plus`` chooses between two values, ``total`` chooses over dim 0.
+    is the value of the two zero-cost pad moves into column 1; ``column_step(costs, prev)`` computes
+    column m ``[T, B]`` from its cell costs and column m−1: each cell chains its cost onto the choice
+    between the diagonal and the right move (row 0 has no row above, so it keeps only the right
+    move); ``times`` chains a cell cost onto a value, ``plus`` chooses between two values, ``total`` chooses over dim 0.
     """
 
     encode: Callable[[Tensor, float], Tensor]
     decode: Callable[[Tensor], Tensor]
     two: float
-    diagonal_or_right: Callable[[int, Tensor], Callable[[Tensor], Tensor]]
+    column_step: Callable[[Tensor, Tensor], Tensor]
     times: Callable[[Tensor, Tensor], Tensor]
     plus: Callable[[Tensor, Tensor], Tensor]
     total: Callable[[Tensor], Tensor]
 
 
-def _weights_diagonal_or_right(n_rows: int, like: Tensor) -> Callable[[Tensor], Tensor]:
-    """The column step on weights: ``[T, B]`` → ``[T, B]`` with row l = prev[l] + prev[l−1], row 0 = prev[0]."""
-    return lambda prev: torch.cat([prev[:1], prev[1:] + prev[:-1]])
+def _weights_column_step(costs: Tensor, prev: Tensor) -> Tensor:
+    """Column m from column m−1 in weights: ``costs[l] · (prev[l] + prev[l−1])``, row 0 without
+    ``prev[−1]``; ``[T, B]``, ``[T, B]`` → ``[T, B]`` in two kernels."""
+    current = costs * prev
+    current[1:].addcmul_(costs[1:], prev[:-1])  # in place on a fresh tensor: autograd keeps costs, prev
+    return current
 
 
-def _log_diagonal_or_right(n_rows: int, like: Tensor) -> Callable[[Tensor], Tensor]:
-    """The column step on log-weights: row l = logaddexp(prev[l], prev[l−1]), row 0 = prev[0]."""
-    return lambda prev: torch.cat([prev[:1], torch.logaddexp(prev[1:], prev[:-1])])
+def _log_column_step(costs: Tensor, prev: Tensor) -> Tensor:
+    """Column m from column m−1 in log-weights: ``costs[l] + logaddexp(prev[l], prev[l−1])``, row 0
+    ``costs[0] + prev[0]``; ``[T, B]``, ``[T, B]`` → ``[T, B]``."""
+    return costs + torch.cat([prev[:1], torch.logaddexp(prev[1:], prev[:-1])])
 
 
 # Path weights w = exp(x) in float64: a move choice is a sum, chaining is a product.
@@ -105,7 +109,7 @@ _WEIGHTS = _Domain(
     encode=lambda dist, scale: torch.exp(dist.to(torch.float64) * scale),
     decode=torch.log,
     two=2.0,
-    diagonal_or_right=_weights_diagonal_or_right,
+    column_step=_weights_column_step,
     times=torch.mul,
     plus=torch.add,
     total=lambda values: values.sum(0),
@@ -115,7 +119,7 @@ _LOG_WEIGHTS = _Domain(
     encode=lambda dist, scale: dist * scale,
     decode=lambda x: x,
     two=math.log(2.0),
-    diagonal_or_right=_log_diagonal_or_right,
+    column_step=_log_column_step,
     times=torch.add,
     plus=torch.logaddexp,
     total=lambda values: values.logsumexp(0),
@@ -133,7 +137,10 @@ def _domain_name(dist: Tensor, smoothing: float) -> str:
     if dist.numel() == 0 or dist.device.type == "mps":  # nothing to bound; MPS has no float64
         return "log-weights"
     n_rows, n_cols = dist.shape[-2:]
-    largest = float(dist.detach().abs().amax()) / smoothing  # NaN / inf fail the test below
+    low, high = (float(v) for v in torch.aminmax(dist.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "log-weights"  # NaN / inf: the log-weights propagate them as the public loop does
+    largest = max(-low, high) / smoothing
     bound = (n_rows + n_cols - 1) * largest + (n_rows + n_cols + 1) * math.log(3.0)
     within = bound <= _FLOAT64_LOG_RANGE
     return "weights" if within else "log-weights"
@@ -158,16 +165,17 @@ def _align(dist: Tensor, smoothing: float, first_row: FirstRow, transposes: tupl
         ``[len(transposes) · B]`` Γ(T−1, U+1) in the dtype of ``dist``, parts in the given order.
     """
     domain = _DOMAINS[_domain_name(dist, smoothing)]
-    encoded = domain.encode(dist, -1.0 / smoothing)  # [B, T, U]: one transcendental per frame pair
-    # Column-major and contiguous: values[m] ([T, B·parts]) is column m+1 of every grid.
-    values = torch.cat([encoded.permute(1, 2, 0) if t else encoded.permute(2, 1, 0) for t in transposes], -1)
-    values = values.contiguous()  # [U, T, B·parts]
+    # Column-major and contiguous: values[m] ([T, B·parts]) is column m+1 of every grid. One
+    # transposition of the distances; the transposed grids are then copies of whole [B] rows.
+    columns = dist.permute(2, 1, 0).contiguous()  # [U, T, B]
+    encoded = domain.encode(columns, -1.0 / smoothing)  # one transcendental per frame pair
+    parts = [encoded.transpose(0, 1) if t else encoded for t in transposes]
+    values = torch.cat(parts, -1) if len(parts) > 1 else parts[0].contiguous()  # [U, T, B·parts]
     if first_row == "relaxed":
         # A virtual zero-cost row above row 0 is the "sum" recursion on the grid with a zero row prepended.
         zero_cost = domain.encode(dist.new_zeros(()), 1.0).to(values.dtype)
         values = torch.cat([zero_cost.expand(values.shape[0], 1, values.shape[2]), values], 1)
     n_cols, n_rows = values.shape[:2]
-    step = domain.diagonal_or_right(n_rows, values)
     two = values.new_full((), domain.two)
     # Column 1: row 0 enters from the left pad; row l ≥ 1 also comes down from (l−1, 1) or in from
     # either pad cell (two zero-cost moves).
@@ -181,7 +189,7 @@ def _align(dist: Tensor, smoothing: float, first_row: FirstRow, transposes: tupl
     current = torch.stack(column)  # [T, B·parts]
     # Columns 2 … U: diagonal or right moves only, so each column is one step over all rows.
     for col in range(1, n_cols):
-        current = domain.times(columns[col], step(current))
+        current = domain.column_step(columns[col], current)
     # The right pad column: Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)} unrolls to a choice over
     # column U's rows, every row but the last counted twice (once diagonally, once from beside).
     last = domain.total(torch.cat([current, current[:-1]]))  # [B·parts]
