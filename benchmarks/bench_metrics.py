@@ -11,6 +11,9 @@ call (frame similarities included) against a baseline measured in the same run:
 - ``trx``: the reference TRX structure: tuples gathered one by one in a Python loop and the
   attention run class by class.
 
+The row "otam DP vs einsum" times the recursion alone (both directions, ``fsar ms``) against the
+frame-similarity einsum alone (``loop ms`` column); a ratio above 1 means the recursion is cheaper.
+
 Run: ``uv run python benchmarks/bench_metrics.py`` (``--repeats``, ``--threads``, ``--json PATH``).
 Ratios are baseline time / fsar time (higher = fsar faster); "max |diff|" compares the logits.
 """
@@ -29,7 +32,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from fsar_metric import TRX, create_metric
+from fsar_metric import TRX, create_metric, otam_distance
 
 N_WAY, N_SHOT, N_QUERY, N_FRAMES, DIM = 5, 5, 25, 8, 1024
 
@@ -114,6 +117,27 @@ def baseline_trx(metric: TRX, support: torch.Tensor, query: torch.Tensor) -> tor
     return torch.stack(all_logits).mean(0)
 
 
+def otam_parts_row(support: torch.Tensor, query: torch.Tensor, repeats: int) -> dict[str, float | str]:
+    """The OTAM recursion alone (both directions) against the frame-similarity einsum alone.
+
+    In the row, ``fsar_ms`` is the recursion and ``baseline_ms`` the einsum, so ``ratio`` above 1
+    means the recursion costs less than the einsum.
+    """
+    otam = create_metric("otam")
+    with torch.no_grad():
+        dist = 1.0 - otam.frame_similarity(query, support)  # [Q, N, K, T, T]
+        t_dp = time_call(lambda: otam_distance(dist), repeats)
+        t_sim = time_call(lambda: otam.frame_similarity(query, support), repeats)
+    return {
+        "metric": "otam",
+        "mode": "DP vs einsum",
+        "fsar_ms": t_dp,
+        "baseline_ms": t_sim,
+        "ratio": t_sim / t_dp,
+        "max_abs_diff": float("nan"),
+    }
+
+
 # ----------------------------------------------------------------------------- timing
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     """Median wall time in milliseconds."""
@@ -182,6 +206,8 @@ def main() -> None:
             "max_abs_diff": float("nan"),
         }
     )
+
+    rows.append(otam_parts_row(support, query, args.repeats))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(

@@ -173,3 +173,111 @@ def test_max_shot_reduction_takes_the_nearest_shot(episode):
 def test_bad_options_raise_value_error_naming_the_option(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OTAM(**kwargs)
+
+
+def torch_cell_loop(dist: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The oracle's recursion cell by cell on torch scalars ``[B, T, U]`` → ``[B]``, for autograd."""
+    n_rows, n_cols = dist.shape[-2:]
+    zero = dist.new_zeros(dist.shape[0])
+
+    def smin(*values: torch.Tensor) -> torch.Tensor:
+        return -smoothing * torch.logsumexp(torch.stack(values) / -smoothing, 0)
+
+    prev = [zero]
+    for m in range(n_cols):
+        prev.append(prev[-1] + dist[:, 0, m])
+    prev.append(prev[-1])
+    for l in range(1, n_rows):
+        cur = [zero, dist[:, l, 0] + smin(prev[0], prev[1], zero)]
+        for m in range(2, n_cols + 1):
+            cur.append(dist[:, l, m - 1] + smin(prev[m - 1], cur[m - 1]))
+        cur.append(smin(prev[n_cols], prev[n_cols + 1], cur[n_cols]))
+        prev = cur
+    return prev[-1]
+
+
+def _oracle_logits(support, query, direction: str, smoothing: float = 0.1) -> torch.Tensor:
+    q = torch.nn.functional.normalize(query.double(), dim=-1)
+    s = torch.nn.functional.normalize(support.double(), dim=-1)
+    delta = 1 - torch.einsum("qtd,nkud->qnktu", q, s)  # [Q, N, K, T, U]
+    per_shot = torch.tensor(
+        [
+            [otam_loop(d.tolist(), smoothing, "sum"), otam_loop(d.T.tolist(), smoothing, "sum")]
+            for d in delta.flatten(0, 2)
+        ],
+        dtype=torch.float64,
+    ).view(*delta.shape[:3], 2)
+    combine = {"q2s": per_shot[..., 0], "s2q": per_shot[..., 1], "sum": per_shot.sum(-1), "mean": per_shot.mean(-1)}
+    return -combine[direction].mean(-1)
+
+
+@pytest.mark.parametrize("n_frames", [2, 8, 16])
+@pytest.mark.parametrize("n_shot", [1, 3])
+@pytest.mark.parametrize("direction", ["q2s", "s2q", "sum", "mean"])
+def test_float32_metric_equals_the_float64_cell_loop(n_frames, n_shot, direction):
+    gen = torch.Generator().manual_seed(n_frames * 10 + n_shot)
+    support, query = torch.randn(3, n_shot, n_frames, 32, generator=gen), torch.randn(4, n_frames, 32, generator=gen)
+    logits = OTAM(direction=direction)(support, query)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits.double(), _oracle_logits(support, query, direction), rtol=0, atol=1e-5)
+
+
+def test_the_weight_domain_runs_the_default_and_log_weights_run_far_inputs():
+    from fsar_metric.metrics.otam import _domain_name
+
+    cosine = torch.rand(10, 16, 16, dtype=torch.float64) * 2  # [B, T, U]: the worst cosine distance at T = 16
+    assert _domain_name(cosine, 0.1) == "weights"
+    assert _domain_name(cosine, 0.01) == "log-weights"
+    assert _domain_name(cosine * 1e4, 0.5) == "log-weights"
+    assert _domain_name(torch.tensor([[[0.5, float("nan")]]]), 0.1) == "log-weights"
+    assert _domain_name(torch.tensor([[[0.5, float("inf")]]]), 0.1) == "log-weights"
+
+
+@pytest.mark.parametrize(("scale", "smoothing"), [(2.0, 0.1), (2.0, 0.5), (1e4, 0.01), (2.0, 0.01)])
+def test_values_and_gradients_equal_the_autograd_cell_loop(scale, smoothing):
+    gen = torch.Generator().manual_seed(7)
+    dist = (torch.rand(6, 8, 8, generator=gen, dtype=torch.float64) * scale).requires_grad_(True)
+    fast = otam_distance(dist, smoothing)
+    fast_grad = torch.autograd.grad(fast.sum(), dist)[0]
+    both = torch_cell_loop(dist, smoothing) + torch_cell_loop(dist.transpose(-1, -2), smoothing)
+    slow_grad = torch.autograd.grad(both.sum(), dist)[0]
+    torch.testing.assert_close(fast, both, rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-8, atol=1e-8)
+
+
+def test_far_frames_with_small_smoothing_stay_finite_in_float32_with_finite_gradients():
+    gen = torch.Generator().manual_seed(8)
+    dist = (torch.rand(10, 8, 8, generator=gen) * 1e4).requires_grad_(True)  # costs up to 1e6 per cell at λ = 0.01
+    values = otam_distance(dist, smoothing=0.01)
+    (grad,) = torch.autograd.grad(values.sum(), dist)
+    assert torch.isfinite(values).all()
+    assert torch.isfinite(grad).all()
+    expected = torch.tensor([otam_loop(d.tolist(), 0.01, "sum") + otam_loop(d.T.tolist(), 0.01, "sum") for d in dist])
+    torch.testing.assert_close(values.detach().double(), expected.double(), rtol=1e-5, atol=0)
+
+
+def test_far_support_features_under_dot_similarity_give_finite_logits_and_gradients():
+    gen = torch.Generator().manual_seed(9)
+    support = (torch.randn(3, 2, 8, 16, generator=gen) * 30).requires_grad_(True)
+    query = torch.randn(4, 8, 16, generator=gen) * 30
+    logits = OTAM(smoothing=0.01, frame_similarity="dot")(support, query)
+    logits.sum().backward()
+    assert torch.isfinite(logits).all()
+    assert torch.isfinite(support.grad).all()
+
+
+@pytest.mark.parametrize("first_row", ["sum", "relaxed"])
+def test_unequal_frame_counts_and_relaxed_rows_in_both_domains(first_row):
+    gen = torch.Generator().manual_seed(10)
+    dist = torch.rand(3, 5, 8, generator=gen, dtype=torch.float64) * 2
+    for smoothing in (0.1, 0.005):  # weights, then log-weights
+        expected = torch.tensor([otam_loop(d.tolist(), smoothing, first_row) for d in dist], dtype=torch.float64)
+        torch.testing.assert_close(
+            otam_cumulative_distance(dist, smoothing, first_row), expected, rtol=1e-10, atol=1e-10
+        )
+
+
+@pytest.mark.parametrize("shape", [(4, 0, 8), (4, 8, 0), (8,)])
+def test_a_grid_without_rows_or_columns_is_refused_naming_its_shape(shape):
+    with pytest.raises(ValueError, match=r"dist must be \[\.\.\., T, U\] frame distances .* got shape"):
+        otam_distance(torch.zeros(shape))

@@ -5,8 +5,9 @@ Reference code consulted: the PyTorch re-implementation ``OTAM_cum_dist`` of the
 few-shot-action-recognition library (the version copied into TRX-derived code and CLIP-FSAR); the
 original authors released none. The recursion below is that code's, cell for cell (see
 docs/protocol.md, "`otam`: ordered temporal alignment"), with two differences: the soft-min is
-computed stably as ``logaddexp`` of log-weights (the public ``log(exp + exp)`` underflows to
-``inf`` once every candidate cost exceeds about 10 at λ = 0.1), and a relaxed first row is
+computed stably, in float64 path weights where no weight can leave the float64 range and as
+``logaddexp`` of log-weights otherwise (the public ``log(exp + exp)`` underflows to ``inf`` in
+float32 once every candidate cost exceeds about 10 at λ = 0.1), and a relaxed first row is
 available as an option.
 
 The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, U + 2]``
@@ -19,17 +20,24 @@ The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, 
 - Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)}, so a path may leave early;
 - d(q → s) = Γ(T−1, U+1), where smin_λ(a) = −λ log Σ exp(−a / λ).
 
-Speed: in log-weights x = −Γ/λ every soft-min becomes one ``logaddexp`` kernel over the whole batch,
-so a cell costs two tensor operations (the public loop spends about ten), and both directions of the
-bidirectional distance run in the same batch when T = U. On CPU, where T = 8 makes each operation
-tiny, this beats the vectorised alternatives we measured (a ``logcumsumexp`` per row, and one masked
-``logsumexp`` per row in the log-semiring): their transcendental work per cell is larger, and
-``logcumsumexp`` has a slow CPU kernel. ``benchmarks/bench_metrics.py`` has the numbers.
+Speed: the recursion runs column by column. Columns 2 … U have no down move, so a whole column of
+every grid in the batch is one vectorised step on ``[T, B]`` (B = all (query, support) pairs, both
+directions side by side when T = U); only column 1 (its down move) is sequential over the T rows,
+and the right pad column is a sum over rows at the end. Where the numbers allow it
+(``(T + U − 1) · max |Δ| / λ + (T + U + 1) · log 3 ≤ 700``, always so for cosine frames, Δ ≤ 2,
+at λ = 0.1 and T = U ≤ 16), the steps run in path weights w = exp(−Γ/λ) in float64, where choosing
+a move is a sum and chaining one a product: a column step is one add and one multiply over
+``[T, B]``, with a single ``exp`` per frame pair (shared by both directions), and the result is
+cast back to the input dtype. Otherwise (far frames, small λ, devices without float64) the same
+steps run in log-weights x = −Γ/λ with stable ``logaddexp`` in the input dtype, which stays finite
+for any finite distances. ``benchmarks/bench_metrics.py`` has the numbers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -56,6 +64,138 @@ DIRECTIONS: tuple[Direction, ...] = ("q2s", "s2q", "sum", "mean")
 FIRST_ROWS: tuple[FirstRow, ...] = ("sum", "relaxed")
 
 
+# Largest |log-weight| a float64 path weight may reach: exp(±700) stays inside the normal range
+# (about e^±708), so no partial path weight underflows and none overflows.
+_FLOAT64_LOG_RANGE = 700.0
+
+
+@dataclass(frozen=True)
+class _Domain:
+    """The numbers one run of the recursion computes in, and its two operations on them.
+
+    ``encode(dist, scale)`` maps frame distances ``[B, T, U]`` to the values of the log-weights
+    x = scale · Δ (scale = −1/λ), ``decode`` maps values back to log-weights; ``two``
+    is the value of the two zero-cost pad moves into column 1; ``column_step(costs, prev)`` computes
+    column m ``[T, B]`` from its cell costs and column m−1: each cell chains its cost onto the choice
+    between the diagonal and the right move (row 0 has no row above, so it keeps only the right
+    move); ``times`` chains a cell cost onto a value, ``plus`` chooses between two values, ``total`` chooses over dim 0.
+    """
+
+    encode: Callable[[Tensor, float], Tensor]
+    decode: Callable[[Tensor], Tensor]
+    two: float
+    column_step: Callable[[Tensor, Tensor], Tensor]
+    times: Callable[[Tensor, Tensor], Tensor]
+    plus: Callable[[Tensor, Tensor], Tensor]
+    total: Callable[[Tensor], Tensor]
+
+
+def _weights_column_step(costs: Tensor, prev: Tensor) -> Tensor:
+    """Column m from column m−1 in weights: ``costs[l] · (prev[l] + prev[l−1])``, row 0 without
+    ``prev[−1]``; ``[T, B]``, ``[T, B]`` → ``[T, B]`` in two kernels."""
+    current = costs * prev
+    current[1:].addcmul_(costs[1:], prev[:-1])  # in place on a fresh tensor: autograd keeps costs, prev
+    return current
+
+
+def _log_column_step(costs: Tensor, prev: Tensor) -> Tensor:
+    """Column m from column m−1 in log-weights: ``costs[l] + logaddexp(prev[l], prev[l−1])``, row 0
+    ``costs[0] + prev[0]``; ``[T, B]``, ``[T, B]`` → ``[T, B]``."""
+    return costs + torch.cat([prev[:1], torch.logaddexp(prev[1:], prev[:-1])])
+
+
+# Path weights w = exp(x) in float64: a move choice is a sum, chaining is a product.
+_WEIGHTS = _Domain(
+    encode=lambda dist, scale: torch.exp(dist.to(torch.float64) * scale),
+    decode=torch.log,
+    two=2.0,
+    column_step=_weights_column_step,
+    times=torch.mul,
+    plus=torch.add,
+    total=lambda values: values.sum(0),
+)
+# Log-weights x in the input dtype: a move choice is a logaddexp, chaining is a sum.
+_LOG_WEIGHTS = _Domain(
+    encode=lambda dist, scale: dist * scale,
+    decode=lambda x: x,
+    two=math.log(2.0),
+    column_step=_log_column_step,
+    times=torch.add,
+    plus=torch.logaddexp,
+    total=lambda values: values.logsumexp(0),
+)
+_DOMAINS: dict[str, _Domain] = {"weights": _WEIGHTS, "log-weights": _LOG_WEIGHTS}
+
+
+def _domain_name(dist: Tensor, smoothing: float) -> str:
+    """``weights`` when every partial path weight of ``dist [B, T, U]`` fits a float64, else ``log-weights``.
+
+    A path through the grid pays at most T + U − 1 cells of |x| ≤ max |Δ| / λ, and a cell sums at
+    most 3^(T+U+1) paths (one more row with the relaxed first row), so every partial log-weight has
+    |x| ≤ (T + U − 1) · max |Δ| / λ + (T + U + 1) · log 3.
+    """
+    if dist.numel() == 0 or dist.device.type == "mps":  # nothing to bound; MPS has no float64
+        return "log-weights"
+    n_rows, n_cols = dist.shape[-2:]
+    low, high = (float(v) for v in torch.aminmax(dist.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "log-weights"  # NaN / inf: the log-weights propagate them as the public loop does
+    largest = max(-low, high) / smoothing
+    bound = (n_rows + n_cols - 1) * largest + (n_rows + n_cols + 1) * math.log(3.0)
+    within = bound <= _FLOAT64_LOG_RANGE
+    return "weights" if within else "log-weights"
+
+
+def _check_grid(dist: Tensor) -> None:
+    if dist.dim() < 2 or dist.shape[-1] == 0 or dist.shape[-2] == 0:
+        raise InputError(
+            f"dist must be [..., T, U] frame distances with T >= 1 and U >= 1, got shape {tuple(dist.shape)}"
+        )
+
+
+def _align(dist: Tensor, smoothing: float, first_row: FirstRow, transposes: tuple[bool, ...]) -> Tensor:
+    """d(rows → columns) of ``dist`` as given and / or transposed, side by side in one batch.
+
+    Args:
+        dist: ``[B, T, U]`` frame distances (any strides).
+        transposes: one entry per batch part: False aligns ``dist``, True aligns its transpose
+            (both need T = U).
+
+    Returns:
+        ``[len(transposes) · B]`` Γ(T−1, U+1) in the dtype of ``dist``, parts in the given order.
+    """
+    domain = _DOMAINS[_domain_name(dist, smoothing)]
+    # Column-major and contiguous: values[m] ([T, B·parts]) is column m+1 of every grid. One
+    # transposition of the distances; the transposed grids are then copies of whole [B] rows.
+    columns = dist.permute(2, 1, 0).contiguous()  # [U, T, B]
+    encoded = domain.encode(columns, -1.0 / smoothing)  # one transcendental per frame pair
+    parts = [encoded.transpose(0, 1) if t else encoded for t in transposes]
+    values = torch.cat(parts, -1) if len(parts) > 1 else parts[0].contiguous()  # [U, T, B·parts]
+    if first_row == "relaxed":
+        # A virtual zero-cost row above row 0 is the "sum" recursion on the grid with a zero row prepended.
+        zero_cost = domain.encode(dist.new_zeros(()), 1.0).to(values.dtype)
+        values = torch.cat([zero_cost.expand(values.shape[0], 1, values.shape[2]), values], 1)
+    n_cols, n_rows = values.shape[:2]
+    two = values.new_full((), domain.two)
+    # Column 1: row 0 enters from the left pad; row l ≥ 1 also comes down from (l−1, 1) or in from
+    # either pad cell (two zero-cost moves).
+    # (unbind, not indexing: its backward stacks the gradients once instead of scattering each
+    # into a zero tensor of the whole grid.)
+    columns = values.unbind(0)  # U × [T, B·parts]
+    first = columns[0].unbind(0)  # T × [B·parts]
+    column = [first[0]]
+    for row in range(1, n_rows):
+        column.append(domain.times(first[row], domain.plus(column[-1], two)))
+    current = torch.stack(column)  # [T, B·parts]
+    # Columns 2 … U: diagonal or right moves only, so each column is one step over all rows.
+    for col in range(1, n_cols):
+        current = domain.column_step(columns[col], current)
+    # The right pad column: Γ(l, U+1) = smin{Γ(l−1, U), Γ(l−1, U+1), Γ(l, U)} unrolls to a choice over
+    # column U's rows, every row but the last counted twice (once diagonally, once from beside).
+    last = domain.total(torch.cat([current, current[:-1]]))  # [B·parts]
+    return (domain.decode(last) * -smoothing).to(dist.dtype)
+
+
 def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: FirstRow = "sum") -> Tensor:
     """One-directional OTAM distance d(q → s) for a batch of frame-distance matrices.
 
@@ -71,31 +211,12 @@ def otam_cumulative_distance(dist: Tensor, smoothing: float = 0.1, first_row: Fi
 
     Returns:
         ``[...]`` cumulative alignment cost Γ(T−1, U+1).
+
+    Raises:
+        ValueError: ``dist`` has fewer than two dimensions or no rows or columns.
     """
-    n_cols = dist.shape[-1]
-    # Log-weights x = −Γ/λ turn smin into logaddexp: one stable kernel per move instead of the
-    # public code's three exp, a log and the bookkeeping around them.
-    weights = dist / -smoothing  # [..., T, U]
-    rows = weights.unbind(-2)  # T × [..., U]
-    zero = rows[0][..., 0].new_zeros(())  # x of a pad cell, Γ = 0
-    log2 = zero + math.log(2.0)
-    if first_row == "sum":
-        running = rows[0].cumsum(-1).unbind(-1)  # U × [...]
-        prev = [zero, *running, running[-1]]  # the right pad costs nothing
-        rows = rows[1:]
-    else:
-        prev = [zero] * (n_cols + 2)  # virtual row above row 0
-    for row in rows:
-        cells = row.unbind(-1)  # U × [...]
-        # Column 1: diagonal from the left pad, down from (l−1, 1), or right from the left pad;
-        # both pad moves have x = 0, hence log 2.
-        current = [zero, cells[0] + torch.logaddexp(prev[1], log2)]
-        for m in range(2, n_cols + 1):
-            current.append(cells[m - 1] + torch.logaddexp(prev[m - 1], current[m - 1]))  # diagonal or right
-        # The right pad: diagonal from (l−1, U), down from (l−1, U+1), or right from (l, U).
-        current.append(torch.logaddexp(torch.logaddexp(prev[n_cols], prev[n_cols + 1]), current[n_cols]))
-        prev = current
-    return -smoothing * prev[-1]
+    _check_grid(dist)
+    return _align(dist.reshape(-1, *dist.shape[-2:]), smoothing, first_row, (False,)).view(dist.shape[:-2])
 
 
 def otam_distance(
@@ -112,20 +233,23 @@ def otam_distance(
 
     Returns:
         ``[...]`` distances, smaller = better aligned.
+
+    Raises:
+        ValueError: ``dist`` has fewer than two dimensions or no rows or columns.
     """
+    _check_grid(dist)
+    flat = dist.reshape(-1, *dist.shape[-2:])  # [B, T, U]
     if direction == "q2s":
-        return otam_cumulative_distance(dist, smoothing, first_row)
-    transposed = dist.transpose(-1, -2)  # [..., U, T]
+        return _align(flat, smoothing, first_row, (False,)).view(dist.shape[:-2])
     if direction == "s2q":
-        return otam_cumulative_distance(transposed, smoothing, first_row)
-    if dist.shape[-1] == dist.shape[-2]:
-        # Square grids: both directions in one batch, half the sequential steps.
-        both = otam_cumulative_distance(torch.stack([dist, transposed]), smoothing, first_row)  # [2, ...]
-        total = both[0] + both[1]
+        return _align(flat, smoothing, first_row, (True,)).view(dist.shape[:-2])
+    if flat.shape[-1] == flat.shape[-2]:
+        # Square grids: both directions in one batch, one pass of sequential steps.
+        both = _align(flat, smoothing, first_row, (False, True))  # [2B]
+        total = both[: flat.shape[0]] + both[flat.shape[0] :]
     else:
-        total = otam_cumulative_distance(dist, smoothing, first_row) + otam_cumulative_distance(
-            transposed, smoothing, first_row
-        )
+        total = _align(flat, smoothing, first_row, (False,)) + _align(flat, smoothing, first_row, (True,))
+    total = total.view(dist.shape[:-2])
     return total / 2 if direction == "mean" else total
 
 
