@@ -119,21 +119,26 @@ class _TemporalCrossTransformer(nn.Module):
             support rows ``[S, F_U, d_k]`` and query rows ``[Q, F_T, d_k]``, F = ω·(T − ω + 1),
             row s·L + i = W_s·x_{s+i} (+ b when s = 0).
         """
-        dim = support.shape[-1]
-        s_span, q_span = support.shape[1] - self.cardinality + 1, query.shape[1] - self.cardinality + 1
-        s_count = support.shape[0] * s_span
-        s_rows, q_rows = [], []
-        for slot in range(self.cardinality):
-            frames = torch.cat(
-                [support[:, slot : slot + s_span].reshape(-1, dim), query[:, slot : slot + q_span].reshape(-1, dim)]
-            )  # [S*L_U + Q*L_T, D]
-            # The weight's column block of this slot, used in place (a strided view, no copy).
-            out = nn.functional.linear(
-                frames, linear.weight[:, slot * dim : (slot + 1) * dim], linear.bias if slot == 0 else None
-            )
-            s_rows.append(out[:s_count].view(support.shape[0], s_span, -1))
-            q_rows.append(out[s_count:].view(query.shape[0], q_span, -1))
-        return torch.cat(s_rows, 1), torch.cat(q_rows, 1)
+        n_support, n_query, dim = support.shape[0], query.shape[0], support.shape[-1]
+        w = self.cardinality
+        s_span, q_span = support.shape[1] - w + 1, query.shape[1] - w + 1
+        # [ω, S*L_U + Q*L_T, D]: slot s holds frames s … s + L − 1 of every video.
+        frames = torch.cat(
+            [
+                piece.reshape(-1, dim)
+                for slot in range(w)
+                for piece in (support[:, slot : slot + s_span], query[:, slot : slot + q_span])
+            ]
+        ).view(w, -1, dim)
+        # One batched product over the slots with [ω, D, d_k] views of the weight (no per-slot
+        # slices, whose backward would zero-fill and add a full-size weight gradient per slot).
+        weight = linear.weight.view(-1, w, dim).permute(1, 2, 0)  # [ω, D, d_k]
+        bias = linear.bias[None, None].expand(1, 1, -1)
+        bias = torch.cat([bias, bias.new_zeros(w - 1, 1, bias.shape[-1])]) if w > 1 else bias  # [ω, 1, d_k]
+        rows = torch.baddbmm(bias, frames, weight)  # [ω, S*L_U + Q*L_T, d_k]
+        s_rows = rows[:, : n_support * s_span].unflatten(1, (n_support, s_span)).transpose(0, 1)  # [S, ω, L_U, d_k]
+        q_rows = rows[:, n_support * s_span :].unflatten(1, (n_query, q_span)).transpose(0, 1)  # [Q, ω, L_T, d_k]
+        return s_rows.flatten(1, 2), q_rows.flatten(1, 2)
 
     def _inverse_std(self, centred: Tensor, incidence: Tensor) -> Tensor:
         """``centred [B, F, d_k]`` frame rows → 1 / σ_p ``[B, P]`` of the LayerNorm of each tuple key.
@@ -189,7 +194,7 @@ class _TemporalCrossTransformer(nn.Module):
         s_value, q_value = self._slot_rows(self.value, s_frames, q_frames)  # [S, G, d_k], [Q, F, d_k]
         q_square = ((q_inc @ (q_value @ q_value.mT)) * q_inc).sum(-1)  # [Q, P]: ‖v_q‖²
         rows = q_value.flatten(0, 1) @ s_value.flatten(0, 1).T  # [Q*F, S*G]
-        s_value = s_value.view(n_way, n_shot * s_rows, key_dim)  # [N, K*G, d_k]
+        s_value = s_value.reshape(n_way, n_shot * s_rows, key_dim)  # [N, K*G, d_k]
         # α G_c (G_c: Gram matrix of class c's support rows), then − 2 ⟨v_q, row_g⟩ added in place.
         spread = einsum(alpha, s_value @ s_value.mT, "q p n f, n f g -> q p n g").reshape(
             n_query, n_tuples, n_support * s_rows
