@@ -11,7 +11,7 @@ call (frame similarities included) against a baseline measured in the same run:
 - ``trx``: the reference TRX structure: tuples gathered one by one in a Python loop and the
   attention run class by class. Timed for the forward pass and for a training step (forward,
   cross-entropy, backward to the weights), and its peak memory is compared: the growth of the
-  resident set size (``ru_maxrss``) during one call, each in a fresh process.
+  resident set's high-water mark (``VmHWM``, Linux) during one call, each in a fresh process.
 
 Run: ``uv run python benchmarks/bench_metrics.py`` (``--repeats``, ``--threads``, ``--json PATH``).
 Ratios are baseline time / fsar time (higher = fsar faster); "max |diff|" compares the logits (for
@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -135,18 +134,30 @@ def trx_gradients(step: Callable[[], None], metric: TRX) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in metric.parameters()])
 
 
+def _rss_kb(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in kB (Linux ``/proc/self/status``)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
 def trx_peak_rss_mb(which: str, training: bool, threads: int) -> float:
-    """Growth of the peak resident set size (MB) during one trx call, run in this (fresh) process."""
+    """Peak growth of the resident set (MB) during one trx call, run in this (fresh) process.
+
+    The high-water mark is reset to the current RSS just before the call (``clear_refs`` 5), so
+    setup (imports, the weights, the episode) is excluded.
+    """
     torch.set_num_threads(threads)
     support, query, metric, labels = trx_episode()
     fn = (lambda: metric(support, query)) if which == "fsar" else (lambda: baseline_trx(metric, support, query))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = _rss_kb("VmRSS")
     if training:
         trx_training_step(fn, metric, labels)()
     else:
         with torch.no_grad():
             fn()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux: kB
+    return (_rss_kb("VmHWM") - before) / 1024
 
 
 def trx_episode() -> tuple[torch.Tensor, torch.Tensor, TRX, torch.Tensor]:

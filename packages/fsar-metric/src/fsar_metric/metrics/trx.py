@@ -133,9 +133,8 @@ class _TemporalCrossTransformer(nn.Module):
         # One batched product over the slots with [ω, D, d_k] views of the weight (no per-slot
         # slices, whose backward would zero-fill and add a full-size weight gradient per slot).
         weight = linear.weight.view(-1, w, dim).permute(1, 2, 0)  # [ω, D, d_k]
-        bias = linear.bias[None, None].expand(1, 1, -1)
-        bias = torch.cat([bias, bias.new_zeros(w - 1, 1, bias.shape[-1])]) if w > 1 else bias  # [ω, 1, d_k]
-        rows = torch.baddbmm(bias, frames, weight)  # [ω, S*L_U + Q*L_T, d_k]
+        rows = torch.bmm(frames, weight)  # [ω, S*L_U + Q*L_T, d_k]
+        rows[0] += linear.bias  # slot 0 only; in place: the product's backward needs its inputs, not its output
         s_rows = rows[:, : n_support * s_span].unflatten(1, (n_support, s_span)).transpose(0, 1)  # [S, ω, L_U, d_k]
         q_rows = rows[:, n_support * s_span :].unflatten(1, (n_query, q_span)).transpose(0, 1)  # [Q, ω, L_T, d_k]
         return s_rows.flatten(1, 2), q_rows.flatten(1, 2)
