@@ -21,10 +21,10 @@ the trx training step: the weight gradients).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import itertools
 import json
 import math
+import multiprocessing
 import platform
 import statistics
 import time
