@@ -9,13 +9,16 @@ call (frame similarities included) against a baseline measured in the same run:
 - ``bimhm``: a double loop over the T × T grid filling cosine distances, batched over queries and
   support videos, then the nearest-frame means;
 - ``trx``: the reference TRX structure: tuples gathered one by one in a Python loop and the
-  attention run class by class.
+  attention run class by class. Timed for the forward pass and for a training step (forward,
+  cross-entropy, backward to the weights), and its peak memory is compared: the growth of the
+  resident set's high-water mark (``VmHWM``, Linux) during one call, each in a fresh process.
 
 The row "otam DP vs einsum" times the recursion alone (both directions, ``fsar ms``) against the
 frame-similarity einsum alone (``loop ms`` column); a ratio above 1 means the recursion is cheaper.
 
 Run: ``uv run python benchmarks/bench_metrics.py`` (``--repeats``, ``--threads``, ``--json PATH``).
-Ratios are baseline time / fsar time (higher = fsar faster); "max |diff|" compares the logits.
+Ratios are baseline time / fsar time (higher = fsar faster); "max |diff|" compares the logits (for
+the trx training step: the weight gradients).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import itertools
 import json
 import math
+import multiprocessing
 import platform
 import statistics
 import time
@@ -138,6 +142,88 @@ def otam_parts_row(support: torch.Tensor, query: torch.Tensor, repeats: int) -> 
     }
 
 
+def trx_training_step(fn: Callable[[], torch.Tensor], metric: TRX, labels: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``fn``'s logits: cross-entropy, backward to the weights (features are fixed)."""
+
+    def step() -> None:
+        metric.zero_grad(set_to_none=True)
+        F.cross_entropy(fn(), labels).backward()
+
+    return step
+
+
+def trx_gradients(step: Callable[[], None], metric: TRX) -> torch.Tensor:
+    """All parameter gradients of one ``step``, flattened."""
+    step()
+    return torch.cat([p.grad.flatten() for p in metric.parameters()])
+
+
+def _rss_kb(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in kB (Linux ``/proc/self/status``)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def trx_peak_rss_mb(which: str, training: bool, threads: int) -> float:
+    """Peak growth of the resident set (MB) during one trx call, run in this (fresh) process.
+
+    The high-water mark is reset to the current RSS just before the call (``clear_refs`` 5), so
+    setup (imports, the weights, the episode) is excluded.
+    """
+    torch.set_num_threads(threads)
+    support, query, metric, labels = trx_episode()
+    fn = (lambda: metric(support, query)) if which == "fsar" else (lambda: baseline_trx(metric, support, query))
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = _rss_kb("VmRSS")
+    if training:
+        trx_training_step(fn, metric, labels)()
+    else:
+        with torch.no_grad():
+            fn()
+    return (_rss_kb("VmHWM") - before) / 1024
+
+
+def trx_episode() -> tuple[torch.Tensor, torch.Tensor, TRX, torch.Tensor]:
+    """The benchmark episode and the default TRX (d_k = 1152, Ω = {2, 3}) in eval mode, seeded."""
+    gen = torch.Generator().manual_seed(0)
+    support = torch.randn(N_WAY, N_SHOT, N_FRAMES, DIM, generator=gen)
+    query = torch.randn(N_QUERY, N_FRAMES, DIM, generator=gen)
+    torch.manual_seed(0)
+    labels = torch.arange(N_WAY).repeat_interleave(N_QUERY // N_WAY)  # [Q]
+    return support, query, TRX(in_dim=DIM).eval(), labels
+
+
+def trx_training_row(metric: TRX, support: torch.Tensor, query: torch.Tensor, repeats: int) -> dict[str, object]:
+    """The forward + backward row: times, ratio, and the largest difference of the weight gradients."""
+    labels = torch.arange(N_WAY).repeat_interleave(N_QUERY // N_WAY)
+    fast = trx_training_step(lambda: metric(support, query), metric, labels)
+    slow = trx_training_step(lambda: baseline_trx(metric, support, query), metric, labels)
+    diff = (trx_gradients(fast, metric) - trx_gradients(slow, metric)).abs().max().item()
+    t_fast, t_slow = time_call(fast, repeats), time_call(slow, repeats)
+    return {
+        "metric": "trx",
+        "mode": "forward+backward",
+        "fsar_ms": t_fast,
+        "baseline_ms": t_slow,
+        "ratio": t_slow / t_fast,
+        "max_abs_diff": diff,
+    }
+
+
+def trx_memory_rows(threads: int) -> list[dict[str, object]]:
+    """Peak RSS growth of one call, fsar and baseline, forward and training step, each in a fresh process."""
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    for training in (False, True):
+        peaks = {}
+        for which in ("fsar", "baseline"):
+            with context.Pool(1) as pool:
+                peaks[which] = pool.apply(trx_peak_rss_mb, (which, training, threads))
+        rows.append({"mode": "forward+backward" if training else "forward", **peaks})
+    return rows
+
+
 # ----------------------------------------------------------------------------- timing
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     """Median wall time in milliseconds."""
@@ -206,6 +292,8 @@ def main() -> None:
             "max_abs_diff": float("nan"),
         }
     )
+    rows.append(trx_training_row(trx, support, query, args.repeats))
+    trx_memory = trx_memory_rows(args.threads)
 
     rows.append(otam_parts_row(support, query, args.repeats))
 
@@ -222,6 +310,16 @@ def main() -> None:
             f"{r['metric']:<7} {r['mode']:<17} {r['fsar_ms']:>9.2f} {r['baseline_ms']:>9.2f} {r['ratio']:>6.1f}x "
             f"{r['max_abs_diff']:>11.2e}"
         )
+    print("trx peak memory, growth of the resident set during one call (fresh process each):")
+    for m in trx_memory:
+        print(
+            f"  {m['mode']:<17} fsar {m['fsar']:7.1f} MB   baseline {m['baseline']:7.1f} MB   "
+            f"ratio {m['fsar'] / m['baseline']:.2f}"
+        )
+    rows.extend(
+        {"metric": "trx", "mode": f"peak RSS, {m['mode']}", "fsar_mb": m["fsar"], "baseline_mb": m["baseline"]}
+        for m in trx_memory
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)
