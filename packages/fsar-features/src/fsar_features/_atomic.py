@@ -41,12 +41,12 @@ __all__ = [
 TEMP_GLOB = ".*.tmp-*"
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-_FREE_SPACE_TODO = "free some space and run the same command again (finished work is kept)"
+_FREE_SPACE_FIX = "free some space and run the same command again (finished work is kept)"
 
 #: errno → (what the file system said, what the user can do). The faults a user can fix.
 _OS_FAULTS: dict[int, tuple[str, str]] = {
-    errno.ENOSPC: ("no space left on the device", _FREE_SPACE_TODO),
-    errno.EDQUOT: ("the disk quota is exceeded", _FREE_SPACE_TODO),
+    errno.ENOSPC: ("no space left on the device", _FREE_SPACE_FIX),
+    errno.EDQUOT: ("the disk quota is exceeded", _FREE_SPACE_FIX),
     errno.EROFS: ("the file system is read-only", "choose a writable folder"),
     errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
     errno.EPERM: ("operation not permitted", "choose a folder you can write to, or fix its permissions"),
@@ -112,7 +112,7 @@ def _write_error(err: BaseException, target: Path) -> WriteError | None:
         return WriteError(
             errno.EIO,
             f"cannot write {target}: the write came up short, most likely a full disk"
-            f"{_free_space(target.parent)}; {_FREE_SPACE_TODO}",
+            f"{_free_space(target.parent)}; {_FREE_SPACE_FIX}",
             str(target),
         )
     return None

@@ -60,8 +60,9 @@ def as_input_error(*types: type[Exception], context: str = "") -> Iterator[None]
         ...     with as_input_error(KeyError, context="--family: "):
         ...         {}["qwen"]
         ... except InputError as err:
-        ...     print(err)
-        --family: 'qwen'
+        ...     caught = err
+        >>> str(caught), type(caught.__cause__).__name__
+        ("--family: 'qwen'", 'KeyError')
     """
     try:
         yield
