@@ -57,6 +57,7 @@ def tiny_run(tmp_path_factory):
         ["store", "restore"],
         ["store", "versions"],
         ["store", "evaluate"],
+        ["store", "index"],
     ],
 )
 def test_every_command_has_help(command, capsys):

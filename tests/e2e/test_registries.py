@@ -19,6 +19,7 @@ import fsar_features
 import fsar_metric
 import fsar_prompts
 import fsar_train
+from fsar_apps.store import REFRESH_MODES, IndexSettings
 from fsar_features import _decode, _model_types, _recipe, _registry, _sampling
 from fsar_features.backends import FAMILIES, get_family
 from fsar_metric.errors import InputError
@@ -43,6 +44,7 @@ LOOKUPS: list[tuple[str, str, Callable[[], list[str]], Callable[[str], object]]]
     ("model family", "model families", FAMILIES.names, get_family),
     ("feature source", "feature sources", fsar_train.list_feature_sources, _sources.SOURCES.get),
     ("chat format", "chat formats", fsar_prompts.list_families, fsar_prompts.get_chat_format),
+    ("index refresh mode", "index refresh modes", REFRESH_MODES.names, lambda n: IndexSettings(refresh=n)),
 ]
 
 # every Registry object of the packages (the contract: no hand-written registry is left)
@@ -58,6 +60,7 @@ REGISTRIES: list[Registry] = [
     _model_types.MODEL_TYPES,
     FAMILIES,
     _sources.SOURCES,
+    REFRESH_MODES,
 ]
 
 

@@ -69,6 +69,8 @@ def add(
     store = _store().open_run_store(run, store_uri)
     version = store.add(action, p_v, p_t, support_ids=[str(v) for v in videos], tag=tag, recipe=run.recipe)
     console.print(f"added {action!r} from {len(videos)} videos (store version {version})")
+    if store.refreshing():
+        console.print("[dim]the index is being refreshed in the background (`fsar store index` shows its progress)[/]")
 
 
 @store_app.command("query")
@@ -171,3 +173,35 @@ def restore(version: int, run_dir: RunOpt = DEFAULT_RUN, store_uri: StoreOpt = N
     """Make an earlier version the latest (as a new version: nothing is lost)."""
     store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
     console.print(f"restored version {version} as version {store.restore(version)}")
+
+
+@store_app.command("index")
+def index(
+    run_dir: RunOpt = DEFAULT_RUN,
+    store_uri: StoreOpt = None,
+    refresh: Annotated[
+        bool,
+        typer.Option("--refresh", help="fold the rows outside the ANN index into it now (waits for a running one)"),
+    ] = False,
+) -> None:
+    """The ANN index: rows outside it, whether a refresh runs, the last one; `--refresh` runs one now."""
+    store = _store().PrototypeStore.open(store_uri or (run_dir / "store"))
+    if refresh and not store.indexed():
+        with console.status(f"building the index of {store.uri} …"):
+            built = store.create_indexes()
+        console.print("index built" if built else f"no index below {store.index.min_rows:,} actions: queries scan all")
+    elif refresh:
+        with console.status(f"refreshing the index of {store.uri} …"):
+            record = store.refresh_index()
+        console.print("nothing to refresh" if record is None else f"refresh {record.describe()}")
+    status = store.index_status()
+    table = Table(title=f"ANN index of {store.uri} (version {store.version})", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    last = status.last_refresh
+    table.add_row("actions", f"{status.rows:,}")
+    table.add_row("indexed", "yes" if status.indexed else f"no (built at {status.settings.min_rows:,} actions)")
+    table.add_row("outside the index", f"{status.unindexed:,} (refreshed past {status.settings.max_unindexed:,})")
+    table.add_row("refresh running", "yes" if status.refreshing else "no")
+    table.add_row("last refresh", "never" if last is None else last.describe())
+    console.print(table)

@@ -2,6 +2,7 @@
 calibrate and evaluate the store of a trained run (``build_store_from_run``, ``evaluate_store``)."""
 
 from fsar_apps.store._head import action_prototype, check_store_head, encode_query, head_fingerprint
+from fsar_apps.store._refresh import RefreshRecord
 from fsar_apps.store._run import (
     StoreEvaluation,
     TrainedRun,
@@ -14,8 +15,10 @@ from fsar_apps.store._run import (
 )
 from fsar_apps.store._schema import StoreRecipe, prototype_model
 from fsar_apps.store._store import (
+    REFRESH_MODES,
     ActionInfo,
     IndexSettings,
+    IndexStatus,
     Match,
     PrototypeStore,
     QueryResult,
@@ -24,11 +27,14 @@ from fsar_apps.store._store import (
 )
 
 __all__ = [
+    "REFRESH_MODES",
     "ActionInfo",
     "IndexSettings",
+    "IndexStatus",
     "Match",
     "PrototypeStore",
     "QueryResult",
+    "RefreshRecord",
     "StoreEvaluation",
     "StoreMismatchError",
     "StoreRecipe",
