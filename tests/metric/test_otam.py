@@ -227,6 +227,8 @@ def test_the_weight_domain_runs_the_default_and_log_weights_run_far_inputs():
 
     cosine = torch.rand(10, 16, 16, dtype=torch.float64) * 2  # [B, T, U]: the worst cosine distance at T = 16
     assert _domain_name(cosine, 0.1) == "weights"
+    assert _domain_name(cosine.float(), 0.1) == "weights-exp32"  # cell weights ≥ e^−20: float32 holds them
+    assert _domain_name(cosine[:, :2, :2].float(), 0.02) == "weights"  # a cell weight e^−100 needs a float64 exp
     assert _domain_name(cosine, 0.01) == "log-weights"
     assert _domain_name(cosine * 1e4, 0.5) == "log-weights"
     assert _domain_name(torch.tensor([[[0.5, float("nan")]]]), 0.1) == "log-weights"
@@ -243,6 +245,23 @@ def test_values_and_gradients_equal_the_autograd_cell_loop(scale, smoothing):
     slow_grad = torch.autograd.grad(both.sum(), dist)[0]
     torch.testing.assert_close(fast, both, rtol=1e-10, atol=1e-8)
     torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("direction", ["q2s", "s2q", "sum"])
+@pytest.mark.parametrize("first_row", ["sum", "relaxed"])
+def test_float32_cell_weights_give_the_float64_values_and_gradients(direction, first_row):
+    from fsar_metric.metrics.otam import _domain_name
+
+    gen = torch.Generator().manual_seed(9)
+    dist64 = (torch.rand(12, 8, 8, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)  # cosine range
+    dist32 = dist64.detach().float().requires_grad_(True)
+    assert _domain_name(dist32, 0.1) == "weights-exp32"
+    values = {}
+    for name, dist in (("32", dist32), ("64", dist64)):
+        out = otam_distance(dist, 0.1, direction, first_row)
+        values[name] = (out.double(), torch.autograd.grad(out.sum(), dist)[0].double())
+    torch.testing.assert_close(values["32"][0], values["64"][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(values["32"][1], values["64"][1], rtol=1e-5, atol=1e-6)
 
 
 def test_far_frames_with_small_smoothing_stay_finite_in_float32_with_finite_gradients():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -63,6 +64,8 @@ INDEX_NAME = "vector_idx"
 OPTIONS_ENV = "FSAR_STORE_STORAGE_OPTIONS"
 #: The worker's exit status when another refresh of the store holds the lock.
 _BUSY = 3
+#: A background refresh needs ``flock`` and ``fork`` (POSIX); elsewhere stores refresh in-process.
+_POSIX = importlib.util.find_spec("fcntl") is not None and hasattr(os, "fork")
 
 
 def retry_conflicts(write: Callable[[], Any], attempts: int = 8) -> Any:
@@ -171,8 +174,10 @@ def _record(meta: Any, table_name: str, record: RefreshRecord) -> None:
 
 def lock_path(uri: str, table_name: str) -> Path | None:
     """The refresh lock file of a store's table: in the store folder for a local store, in the
-    temporary folder (named by a hash of the URI) for object storage; None for ``memory://``."""
-    if uri.startswith("memory://"):
+    temporary folder (named by a hash of the URI) for object storage; None for ``memory://``
+    (one process) and where the system has no ``flock`` (not POSIX): such a store refreshes in the
+    process that asks."""
+    if uri.startswith("memory://") or not _POSIX:
         return None
     if "://" not in uri or uri.startswith("file://"):
         return Path(uri.removeprefix("file://")) / f".fsar-refresh-{table_name}.lock"
@@ -192,9 +197,12 @@ def _try_lock(fd: int) -> bool:
 
 def refreshing(path: Path | None) -> bool:
     """Whether a refresh holds the lock at ``path`` now (in any process of this machine)."""
-    if path is None or not path.exists():
+    try:
+        fd = os.open(path, os.O_RDONLY) if path is not None else None
+    except OSError:  # no lock file (never refreshed) or not ours to open
         return False
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fd is None:
+        return False
     try:
         return not _try_lock(fd)  # the lock is dropped with the descriptor
     finally:
@@ -208,10 +216,13 @@ def refresh_lock(path: Path | None, *, timeout: float | None) -> Iterator[bool]:
     Yields whether the lock is held (False: another refresh still held it at the timeout). A
     ``memory://`` store (``path`` None) lives in one process: nothing to lock.
     """
-    if path is None:
+    try:
+        fd = None if path is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only store folder: no worker could have taken the lock there either
+        fd = None
+    if fd is None:
         yield True
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         held = _try_lock(fd)
@@ -234,10 +245,10 @@ def start_background(uri: str, table_name: str, storage_options: dict[str, str] 
     """
     path = lock_path(uri, table_name)
     if path is None:
-        raise ValueError("a memory:// store lives in one process: refresh it in this process")
+        raise ValueError(f"{uri} has no refresh lock (memory:// or not POSIX): refresh it in this process")
     env = {**os.environ, OPTIONS_ENV: json.dumps(storage_options or {})}
     done = subprocess.run(
-        [sys.executable, "-I", __file__, uri, table_name, str(path)],
+        [sys.executable, "-P", __file__, uri, table_name, str(path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

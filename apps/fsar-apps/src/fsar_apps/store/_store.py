@@ -216,7 +216,7 @@ class IndexSettings:
     min_rows: int = 10_000
     max_unindexed: int = 2_000
     nprobes: int = 20
-    refine_factor: int = 5
+    refine_factor: int = 10
     sub_vector_dim: int = 16
     refresh: str = "background"
 

@@ -22,19 +22,22 @@ The recursion on the padded distance matrix Δ′ = [0 | Δ | 0] of shape ``[T, 
 
 Speed: the recursion runs column by column. Columns 2 … U have no down move, so a whole column of
 every grid in the batch is one vectorised step on ``[T, B]`` (B = all (query, support) pairs, both
-directions side by side when T = U); only column 1 (its down move) is sequential over the T rows,
-and the right pad column is a sum over rows at the end. Where the numbers allow it
+directions side by side when T = U); column 1 (its down move) is a linear recurrence, and the right
+pad column is a sum over rows at the end. Where the numbers allow it
 (``(T + U − 1) · max |Δ| / λ + (T + U + 1) · log 3 ≤ 700``, always so for cosine frames, Δ ≤ 2,
 at λ = 0.1 and T = U ≤ 16), the steps run in path weights w = exp(−Γ/λ) in float64, where choosing
 a move is a sum and chaining one a product: a column step is one add and one multiply over
-``[T, B]``, with a single ``exp`` per frame pair (shared by both directions), and the result is
-cast back to the input dtype. Otherwise (far frames, small λ, devices without float64) the same
-steps run in log-weights x = −Γ/λ with stable ``logaddexp`` in the input dtype, which stays finite
-for any finite distances. ``benchmarks/bench_metrics.py`` has the numbers.
+``[T, B]``, column 1 is a closed form (a cumulative product and sum instead of T sequential
+steps), there is a single ``exp`` per frame pair (shared by both directions; computed in float32
+for float32 input when every cell weight is a normal float32), and the result is cast back to the
+input dtype. Otherwise (far frames, small λ, devices without float64) the same steps run in
+log-weights x = −Γ/λ with stable ``logaddexp`` in the input dtype, which stays finite for any
+finite distances. ``benchmarks/bench_metrics.py`` has the numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,11 +86,35 @@ class _Domain:
 
     encode: Callable[[Tensor, float], Tensor]
     decode: Callable[[Tensor], Tensor]
+    dtype: torch.dtype | None
     two: float
+    first_column: Callable[[Tensor, Tensor], Tensor]
     column_step: Callable[[Tensor, Tensor], Tensor]
     times: Callable[[Tensor, Tensor], Tensor]
     plus: Callable[[Tensor, Tensor], Tensor]
     total: Callable[[Tensor], Tensor]
+
+
+def _weights_first_column(costs: Tensor, two: Tensor) -> Tensor:
+    """Column 1 in weights, ``[T, B]`` → ``[T, B]``, in closed form instead of T sequential steps.
+
+    The recursion c(0) = f(0), c(l) = f(l) · (c(l−1) + 2) is linear: with P(l) = f(0) ⋯ f(l),
+    c(l) = P(l) · (1 + 2 Σ_{j<l} 1 / P(j)). Every term is positive (no cancellation), and the
+    partial products are partial path weights, inside the float64 range by ``_domain_name``'s bound.
+    """
+    prefix = torch.cumprod(costs, 0)  # P(l)
+    before = torch.cumsum(prefix[:-1].reciprocal(), 0)  # Σ_{j<l} 1/P(j) for l ≥ 1
+    factor = torch.cat([torch.ones_like(prefix[:1]), torch.addcmul(torch.ones_like(before), before, two)])
+    return prefix * factor
+
+
+def _log_first_column(costs: Tensor, two: Tensor) -> Tensor:
+    """Column 1 in log-weights, one row after the other: x(l) = f(l) + logaddexp(x(l−1), log 2)."""
+    rows = costs.unbind(0)  # T × [B]
+    column = [rows[0]]
+    for row in rows[1:]:
+        column.append(row + torch.logaddexp(column[-1], two))
+    return torch.stack(column)
 
 
 def _weights_column_step(costs: Tensor, prev: Tensor) -> Tensor:
@@ -108,27 +135,38 @@ def _log_column_step(costs: Tensor, prev: Tensor) -> Tensor:
 _WEIGHTS = _Domain(
     encode=lambda dist, scale: torch.exp(dist.to(torch.float64) * scale),
     decode=torch.log,
+    dtype=torch.float64,
     two=2.0,
+    first_column=_weights_first_column,
     column_step=_weights_column_step,
     times=torch.mul,
     plus=torch.add,
     total=lambda values: values.sum(0),
 )
+# The same, each cell's weight computed in float32 (half the cost of a float64 exp) and cast: exact to
+# float32 precision (1 ulp per cell), used when no single cell weight can leave float32's normal range.
+_WEIGHTS_EXP32 = dataclasses.replace(_WEIGHTS, encode=lambda dist, scale: torch.exp(dist * scale))
 # Log-weights x in the input dtype: a move choice is a logaddexp, chaining is a sum.
 _LOG_WEIGHTS = _Domain(
     encode=lambda dist, scale: dist * scale,
     decode=lambda x: x,
+    dtype=None,
     two=math.log(2.0),
+    first_column=_log_first_column,
     column_step=_log_column_step,
     times=torch.add,
     plus=torch.logaddexp,
     total=lambda values: values.logsumexp(0),
 )
-_DOMAINS: dict[str, _Domain] = {"weights": _WEIGHTS, "log-weights": _LOG_WEIGHTS}
+_DOMAINS: dict[str, _Domain] = {"weights": _WEIGHTS, "weights-exp32": _WEIGHTS_EXP32, "log-weights": _LOG_WEIGHTS}
+# Largest |x| of one cell whose float32 weight exp(x) is a normal float32 (about e^±87).
+_FLOAT32_CELL_RANGE = 80.0
 
 
 def _domain_name(dist: Tensor, smoothing: float) -> str:
-    """``weights`` when every partial path weight of ``dist [B, T, U]`` fits a float64, else ``log-weights``.
+    """``weights`` when every partial path weight of ``dist [B, T, U]`` fits a float64, else ``log-weights``;
+    ``weights-exp32`` (the same, cell weights computed in float32) for float32 input whose cell weights
+    fit a float32.
 
     A path through the grid pays at most T + U − 1 cells of |x| ≤ max |Δ| / λ, and a cell sums at
     most 3^(T+U+1) paths (one more row with the relaxed first row), so every partial log-weight has
@@ -142,8 +180,9 @@ def _domain_name(dist: Tensor, smoothing: float) -> str:
         return "log-weights"  # NaN / inf: the log-weights propagate them as the public loop does
     largest = max(-low, high) / smoothing
     bound = (n_rows + n_cols - 1) * largest + (n_rows + n_cols + 1) * math.log(3.0)
-    within = bound <= _FLOAT64_LOG_RANGE
-    return "weights" if within else "log-weights"
+    if bound > _FLOAT64_LOG_RANGE:
+        return "log-weights"
+    return "weights-exp32" if dist.dtype == torch.float32 and largest <= _FLOAT32_CELL_RANGE else "weights"
 
 
 def _check_grid(dist: Tensor) -> None:
@@ -165,28 +204,26 @@ def _align(dist: Tensor, smoothing: float, first_row: FirstRow, transposes: tupl
         ``[len(transposes) · B]`` Γ(T−1, U+1) in the dtype of ``dist``, parts in the given order.
     """
     domain = _DOMAINS[_domain_name(dist, smoothing)]
-    # Column-major and contiguous: values[m] ([T, B·parts]) is column m+1 of every grid. One
-    # transposition of the distances; the transposed grids are then copies of whole [B] rows.
-    columns = dist.permute(2, 1, 0).contiguous()  # [U, T, B]
-    encoded = domain.encode(columns, -1.0 / smoothing)  # one transcendental per frame pair
-    parts = [encoded.transpose(0, 1) if t else encoded for t in transposes]
-    values = torch.cat(parts, -1) if len(parts) > 1 else parts[0].contiguous()  # [U, T, B·parts]
+    encoded = domain.encode(dist, -1.0 / smoothing)  # [B, T, U]: one transcendental per frame pair
+    # Column-major and contiguous: values[m] ([rows, B·parts]) is column m+1 of every grid; each part
+    # is one strided copy (and cast to the domain's dtype) of the encoded grids.
+    n_batch = dist.shape[0]
+    views = [encoded.permute(1, 2, 0) if t else encoded.permute(2, 1, 0) for t in transposes]  # [cols, rows, B]
+    values = encoded.new_empty((*views[0].shape[:2], n_batch * len(views)), dtype=domain.dtype or dist.dtype)
+    for i, view in enumerate(views):
+        values[..., i * n_batch : (i + 1) * n_batch].copy_(view)
     if first_row == "relaxed":
         # A virtual zero-cost row above row 0 is the "sum" recursion on the grid with a zero row prepended.
         zero_cost = domain.encode(dist.new_zeros(()), 1.0).to(values.dtype)
         values = torch.cat([zero_cost.expand(values.shape[0], 1, values.shape[2]), values], 1)
-    n_cols, n_rows = values.shape[:2]
+    n_cols = values.shape[0]
     two = values.new_full((), domain.two)
     # Column 1: row 0 enters from the left pad; row l ≥ 1 also comes down from (l−1, 1) or in from
     # either pad cell (two zero-cost moves).
     # (unbind, not indexing: its backward stacks the gradients once instead of scattering each
     # into a zero tensor of the whole grid.)
     columns = values.unbind(0)  # U × [T, B·parts]
-    first = columns[0].unbind(0)  # T × [B·parts]
-    column = [first[0]]
-    for row in range(1, n_rows):
-        column.append(domain.times(first[row], domain.plus(column[-1], two)))
-    current = torch.stack(column)  # [T, B·parts]
+    current = domain.first_column(columns[0], two)  # [T, B·parts]
     # Columns 2 … U: diagonal or right moves only, so each column is one step over all rows.
     for col in range(1, n_cols):
         current = domain.column_step(columns[col], current)
