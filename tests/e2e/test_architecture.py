@@ -55,3 +55,15 @@ def test_no_package_imports_another_packages_private_modules(package: str) -> No
         if m.split(".")[0] != package and any(part.startswith("_") for part in m.split(".")[1:])
     ]
     assert wrong == []
+
+
+@pytest.mark.parametrize("module", ["fsar_features", "fsar_train", "fsar_apps.store", "fsar_apps.cli"])
+def test_importing_a_package_does_not_load_transformers(module: str) -> None:
+    """transformers' modeling code takes seconds to import; it loads when a model is built or opened,
+    so reading a cache or a store, or starting the command line, does not pay for it."""
+    import subprocess
+    import sys
+
+    probe = f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

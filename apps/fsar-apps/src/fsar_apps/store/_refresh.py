@@ -16,8 +16,8 @@ killed refresh never blocks the next one. Each refresh records its outcome (``Re
 store's metadata table under ``refresh:<table>``.
 
 The worker is this file run as a script (``start_background``), not ``python -m fsar_apps.store…``:
-the package imports torch and transformers (seconds), this file only the standard library and, in
-the worker, lancedb. It forks once: the first process takes the lock and exits at once (the write
+the package imports torch, lancedb and fsar's packages (seconds), this file only the standard library
+and, in the worker, lancedb. It forks once: the first process takes the lock and exits at once (the write
 that started it waits only for that, tens of milliseconds), the second keeps the lock, detaches and
 refreshes at a lower CPU priority.
 """

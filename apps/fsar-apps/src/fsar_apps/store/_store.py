@@ -85,7 +85,7 @@ def _writing(uri: str) -> Iterator[None]:
             code = int(found.group(1)) if found else None
         if code is None:
             raise
-        # Imported only on a fault: fsar_train pulls in transformers (seconds) and a store needs none.
+        # Imported only on a fault: a store needs nothing else of fsar_features.
         from fsar_features import WriteError, describe_os_error
 
         message = describe_os_error(OSError(code, os.strerror(code)), f"the store {uri}")

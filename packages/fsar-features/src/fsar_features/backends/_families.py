@@ -32,20 +32,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaNextVideoConfig,
-    LlavaNextVideoForConditionalGeneration,
-    PretrainedConfig,
-    PreTrainedTokenizerBase,
-    VideoLlavaConfig,
-    VideoLlavaForConditionalGeneration,
-)
 
 from fsar_features._model_types import register_model_type
 from fsar_features._registry import register_backend
@@ -60,9 +50,13 @@ from fsar_features.backends._hf import (
     open_pretrained,
     read_preprocessing,
     seeded_init,
+    transformers_class,
 )
 from fsar_metric.errors import InputError
 from fsar_metric.registry import NoDeclared, Registry
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 __all__ = [
     "FAMILIES",
@@ -131,8 +125,10 @@ class VideoFamily:
         name: the backend name and the fsar-prompts family (``video-llava``); the tiny backend is
             ``tiny-<name>``.
         model_type: the ``config.json`` ``model_type`` of its checkpoints (``backend_for_model``).
-        model_class: the transformers ``…ForConditionalGeneration`` class.
-        config_class: its config class (tiny configs are built with it).
+        model_class_name: the name of its transformers ``…ForConditionalGeneration`` class
+            (``model_class`` imports it on first use, so ``import fsar_features`` does not load
+            transformers' modeling code).
+        config_class_name: the name of its config class (``config_class``; tiny configs are built with it).
         default_model: the hub id the ``<name>`` backend opens by default.
         tokens_per_frame: V from a config (raises ``ValueError`` for a config it cannot serve).
         has_cls: whether each frame's first video token is the CLS token.
@@ -147,8 +143,8 @@ class VideoFamily:
 
     name: str
     model_type: str
-    model_class: type[nn.Module]
-    config_class: type[PretrainedConfig]
+    model_class_name: str
+    config_class_name: str
     default_model: str
     tokens_per_frame: Callable[[PretrainedConfig], int]
     has_cls: bool
@@ -156,6 +152,16 @@ class VideoFamily:
     tiny_extra: Mapping[str, Any] = field(default_factory=dict)
     tiny_video_seq_length: bool = False
     tiny_id_names_geometry: bool = True
+
+    @property
+    def model_class(self) -> type[nn.Module]:
+        """The transformers model class (imported on first use)."""
+        return transformers_class(self.model_class_name)
+
+    @property
+    def config_class(self) -> type[PretrainedConfig]:
+        """The transformers config class (imported on first use)."""
+        return transformers_class(self.config_class_name)
 
     @property
     def tiny_name(self) -> str:
@@ -166,8 +172,8 @@ class VideoFamily:
 VIDEO_LLAVA = VideoFamily(
     name="video-llava",
     model_type="video_llava",
-    model_class=VideoLlavaForConditionalGeneration,
-    config_class=VideoLlavaConfig,
+    model_class_name="VideoLlavaForConditionalGeneration",
+    config_class_name="VideoLlavaConfig",
     default_model="LanguageBind/Video-LLaVA-7B-hf",
     tokens_per_frame=_video_llava_tokens_per_frame,
     has_cls=True,
@@ -177,8 +183,8 @@ VIDEO_LLAVA = VideoFamily(
 LLAVA_NEXT_VIDEO = VideoFamily(
     name="llava-next-video",
     model_type="llava_next_video",
-    model_class=LlavaNextVideoForConditionalGeneration,
-    config_class=LlavaNextVideoConfig,
+    model_class_name="LlavaNextVideoForConditionalGeneration",
+    config_class_name="LlavaNextVideoConfig",
     default_model="llava-hf/LLaVA-NeXT-Video-7B-hf",
     tokens_per_frame=_llava_next_video_tokens_per_frame,
     has_cls=False,
@@ -220,6 +226,8 @@ def tiny_config(
         >>> VIDEO_LLAVA.tokens_per_frame(config), config.video_seq_length
         (17, 136)
     """
+    from transformers import CLIPVisionConfig, LlamaConfig
+
     shape = shape or family.tiny
     vision = CLIPVisionConfig(
         hidden_size=shape.vision_hidden_size,

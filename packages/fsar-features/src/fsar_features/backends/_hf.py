@@ -26,18 +26,20 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from fsar_features._registry import BackendOutput
 from fsar_features._spatial import resize_and_center_crop
 from fsar_metric.errors import InputError, MissingFileError
 from fsar_prompts import RenderedPrompt
+
+if TYPE_CHECKING:  # transformers is imported where a model is built or opened: `import fsar_features` stays light
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 __all__ = [
     "CLIP_MEAN",
@@ -484,6 +486,14 @@ def build_word_tokenizer(
     tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
     return _wrap_tiny_tokenizer(tokenizer, vocab, pad_token)
+
+
+def transformers_class(name: str) -> Any:
+    """The class ``transformers.<name>``, imported on first use (transformers' modeling code takes
+    seconds to import; nothing that only reads caches or stores needs it)."""
+    import transformers
+
+    return getattr(transformers, name)
 
 
 def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:

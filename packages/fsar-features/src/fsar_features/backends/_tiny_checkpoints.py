@@ -86,14 +86,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextImageProcessorPil, VideoLlavaImageProcessor
 
 from fsar_features.backends._families import get_family
-from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, build_word_tokenizer, seeded_init
+from fsar_features.backends._hf import CLIP_MEAN, CLIP_STD, build_word_tokenizer, seeded_init, transformers_class
 from fsar_metric.errors import InputError
+
+if TYPE_CHECKING:
+    from transformers import CLIPVisionConfig, LlamaConfig
 
 __all__ = ["GEOMETRIES", "LLAVA_NEXT_VIDEO_7B", "VIDEO_LLAVA_7B", "CheckpointGeometry", "save_tiny_checkpoint"]
 
@@ -133,7 +135,7 @@ class CheckpointGeometry:
     crop_size: int  # ... then centre-cropped to this square
     processor_class: str
     chat_template: str
-    image_processor_class: type  # the class the hub preprocessor_config.json names (written with it)
+    image_processor_class: str  # the transformers class the hub preprocessor_config.json names (written with it)
     config_extra: Mapping[str, Any] = field(default_factory=dict)  # more of the family's config arguments
 
     def special_id(self, token: str) -> int:
@@ -157,7 +159,7 @@ VIDEO_LLAVA_7B = CheckpointGeometry(
     crop_size=224,
     processor_class="VideoLlavaProcessor",
     chat_template=_VICUNA_VIDEO_TEMPLATE,
-    image_processor_class=VideoLlavaImageProcessor,
+    image_processor_class="VideoLlavaImageProcessor",
     config_extra={"video_seq_length": 8 * ((224 // 14) ** 2 + 1), "pad_token_id": 32002},  # 2056; <pad>
 )
 
@@ -178,7 +180,7 @@ LLAVA_NEXT_VIDEO_7B = CheckpointGeometry(
     processor_class="LlavaNextVideoProcessor",
     chat_template=_VICUNA_VIDEO_TEMPLATE,
     # LlavaNextImageProcessorPil is LlavaNextImageProcessor without torchvision and writes the same file.
-    image_processor_class=LlavaNextImageProcessorPil,
+    image_processor_class="LlavaNextImageProcessorPil",
     config_extra={"spatial_pool_mode": "average", "spatial_pool_stride": 2},
 )
 
@@ -195,7 +197,7 @@ class _Widths:
 
 
 def _vision_config(g: CheckpointGeometry, w: _Widths) -> CLIPVisionConfig:
-    return CLIPVisionConfig(
+    return transformers_class("CLIPVisionConfig")(
         hidden_size=w.vision_hidden_size,
         intermediate_size=4 * w.vision_hidden_size,  # ViT-L's ratio (1024 → 4096)
         num_hidden_layers=w.vision_layers,
@@ -206,7 +208,7 @@ def _vision_config(g: CheckpointGeometry, w: _Widths) -> CLIPVisionConfig:
 
 
 def _text_config(g: CheckpointGeometry, w: _Widths) -> LlamaConfig:
-    return LlamaConfig(
+    return transformers_class("LlamaConfig")(
         vocab_size=g.vocab_size,
         hidden_size=w.hidden_size,
         intermediate_size=2 * w.hidden_size,
@@ -237,7 +239,7 @@ def _model(family: str, g: CheckpointGeometry, w: _Widths) -> nn.Module:
 
 
 def _image_processor(g: CheckpointGeometry) -> object:
-    return g.image_processor_class(
+    return transformers_class(g.image_processor_class)(
         size={"shortest_edge": g.shortest_edge},
         crop_size={"height": g.crop_size, "width": g.crop_size},
         image_mean=list(CLIP_MEAN),
