@@ -21,7 +21,7 @@ import lancedb
 import pyarrow as pa
 import pytest
 
-from fsar_apps.store import PrototypeStore, StoreMismatchError, StoreRecipe
+from fsar_apps.store import IndexSettings, PrototypeStore, StoreMismatchError, StoreRecipe
 from fsar_features import FeatureRecipe
 
 DIM, N_FRAMES = 16, 4
@@ -377,6 +377,25 @@ def test_a_store_works_on_s3(s3_options, prototypes):
     assert reopened.query(visual[1], text[1], k=1).best == "action 1"
     with pytest.raises(StoreMismatchError, match=f"the store at {uri} holds prototypes of"):
         PrototypeStore.open(uri, _recipe("head-b"), storage_options=s3_options)
+
+
+def test_a_background_index_refresh_works_on_s3(s3_options):
+    """The detached refresh worker gets the object-store settings (through its environment) and folds
+    the new rows into the index of an S3 store; its lock lives in the temporary folder."""
+    import torch
+
+    settings = IndexSettings(min_rows=300, max_unindexed=50, nprobes=8, refine_factor=5, sub_vector_dim=4)
+    uri = f"s3://{BUCKET}/indexed/store"
+    store = PrototypeStore.open(uri, _recipe("head-a"), storage_options=s3_options, index=settings)
+    gen = torch.Generator().manual_seed(0)
+    visual, text = torch.randn(400, N_FRAMES, DIM, generator=gen), torch.randn(400, DIM, generator=gen)
+    store.add_many([(f"a{i}", visual[i], text[i], ["v"]) for i in range(320)])  # builds the indexes
+    assert store.indexed()
+    store.add_many([(f"b{i}", visual[i], text[i], ["v"]) for i in range(320, 400)])  # 80 outside: a refresh starts
+    assert store.wait_for_refresh(timeout=120)
+    status = store.index_status()
+    assert (status.unindexed, status.last_refresh.ok, status.last_refresh.where) == (0, True, "background")
+    assert store.query(visual[350], text[350], k=1, candidates=20).best == "b350"
 
 
 def _old_store(path: Path, recipes: list[StoreRecipe]) -> None:
