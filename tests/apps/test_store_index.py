@@ -187,6 +187,21 @@ def test_a_failed_refresh_is_recorded_and_raised(tmp_path, recipe, monkeypatch):
     assert record.describe().endswith("simulated failure")
 
 
+def test_an_inline_refresh_that_fails_warns_and_keeps_the_write(tmp_path, recipe, monkeypatch):
+    store = PrototypeStore.open(tmp_path / "store", recipe, index=dataclasses.replace(SMALL, refresh="inline"))
+    _fill(store, 320)
+
+    def fail(**_: object) -> None:
+        raise RuntimeError("LanceError(IO): simulated failure")
+
+    monkeypatch.setattr(store._table, "optimize", fail)
+    with pytest.warns(RuntimeWarning, match=r"index refresh of .* failed .*simulated failure.*next write tries again"):
+        visual, text = _fill(store, SMALL.max_unindexed + 1, prefix="b", seed=1)
+    assert len(store) == 320 + SMALL.max_unindexed + 1  # the write committed
+    assert store.index_status().last_refresh.ok is False
+    assert store.query(visual[3], text[3], k=1, candidates=10).best == "b3"
+
+
 def test_a_worker_that_cannot_start_is_a_warning_and_the_rows_stay_searchable(indexed, monkeypatch):
     store, _, _ = indexed
 

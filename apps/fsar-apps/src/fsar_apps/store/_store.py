@@ -198,7 +198,7 @@ class IndexSettings:
     searched exactly by Lance next to the index (its flat fallback over unindexed rows); once more
     than ``max_unindexed`` rows are outside the index, the write that sees it starts an index
     refresh that folds them in (LanceDB's ``optimize``: compaction and an incremental index update,
-    no version pruned; 26 s at 100,000 actions on 2 cores). ``refresh`` says where it runs
+    no version pruned; 26–37 s at 100,000 actions on 2 cores). ``refresh`` says where it runs
     (``REFRESH_MODES``): ``background`` (default) starts a detached worker process and returns at
     once; ``inline`` runs it in the write; ``manual`` leaves it to ``PrototypeStore.refresh_index``
     (``fsar store index --refresh``).
@@ -1024,13 +1024,31 @@ class PrototypeStore:
         return QueryResult(matches, unknown, threshold, len(names), confidence)
 
 
+def _refresh_here(store: PrototypeStore) -> None:
+    """Refresh in this process after a write (skipped while another refresh runs). A failed refresh
+    is recorded in the store and becomes a warning: the write it follows has committed, the rows
+    stay searched exactly, and the next write tries again."""
+    try:
+        store.refresh_index(timeout=0)
+    except (RuntimeError, OSError) as err:
+        warnings.warn(
+            f"the index refresh of {store.uri} failed ({err}); the new rows stay searched exactly and the next "
+            "write tries again (`fsar store index` shows the recorded error)",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+
 @REFRESH_MODES.register("background")
 def _refresh_in_background(store: PrototypeStore) -> None:
-    """Start a detached refresh worker and return (tens of milliseconds); a ``memory://`` store,
-    which lives in this process, refreshes here. A worker that cannot start is a warning: the
-    rows stay searched exactly, and the next write tries again."""
+    """Start a detached refresh worker and return (tens of milliseconds) unless one runs; a store
+    without a refresh lock (``memory://``, which lives in this process, or a system without
+    ``flock``) refreshes here. A worker that cannot start is a warning: the rows stay searched
+    exactly, and the next write tries again."""
     if store._lock_path is None:
-        store.refresh_index(timeout=0)
+        _refresh_here(store)
+        return
+    if store.refreshing():  # a worker holds the lock: starting another would only find it taken
         return
     try:
         _refresh.start_background(store.uri, store._table.name, store._storage_options)
@@ -1043,10 +1061,8 @@ def _refresh_in_background(store: PrototypeStore) -> None:
         )
 
 
-@REFRESH_MODES.register("inline")
-def _refresh_inline(store: PrototypeStore) -> None:
-    """Refresh in the write that crossed the threshold (skipped while another refresh runs)."""
-    store.refresh_index(timeout=0)
+#: ``inline``: refresh in the write that crossed the threshold (it then takes as long as the refresh).
+REFRESH_MODES.register("inline", _refresh_here)
 
 
 @REFRESH_MODES.register("manual")
