@@ -3,7 +3,6 @@ integrity: damaged shards, ``verify`` and ``info --verify``, stray temporary fil
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import errno
 import json
@@ -486,44 +485,17 @@ def test_old_fragments_without_size_or_hash_open_and_verify_by_the_header(tmp_pa
     assert len(FeatureCache.open(tmp_path)) == 0
 
 
-def _full_disk_open(code: int, target: str):
-    """``open`` that lets writing a file whose temp name contains ``target`` fail half-way with ``code``."""
-
-    class _Half:
-        def __init__(self, f) -> None:
-            self._f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            self._f.close()
-
-        def write(self, data: bytes) -> int:
-            self._f.write(data[: len(data) // 2])
-            raise OSError(code, os.strerror(code))
-
-        def __getattr__(self, name: str):
-            return getattr(self._f, name)
-
-    def fake_open(file, mode="r", *args, **kwargs):
-        f = builtins.open(file, mode, *args, **kwargs)  # noqa: SIM115 - closed by the caller's with
-        return _Half(f) if target in str(file) and "w" in mode else f
-
-    return fake_open
-
-
 @pytest.mark.parametrize(
     ("code", "words"), [(errno.ENOSPC, "no space left on the device"), (errno.EDQUOT, "the disk quota is exceeded")]
 )
 @pytest.mark.parametrize("target", [".safetensors.tmp-", ".json.tmp-"])
 def test_a_full_disk_names_the_file_leaves_no_temp_file_and_keeps_committed_entries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str, target: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_disk_open, code: int, words: str, target: str
 ) -> None:
     cache = _build(tmp_path, n_videos=2)
     writer = cache.writer("late", videos_per_shard=10)
     writer.add(_small_features("new", 9), "/videos/new.mp4")
-    monkeypatch.setattr(atomic_module, "open", _full_disk_open(code, target), raising=False)
+    monkeypatch.setattr(atomic_module, "open", full_disk_open(code, target), raising=False)
     with pytest.raises(WriteError) as caught:
         writer.flush()
     monkeypatch.delattr(atomic_module, "open")
@@ -544,11 +516,11 @@ def test_a_full_disk_names_the_file_leaves_no_temp_file_and_keeps_committed_entr
 
 
 def test_extract_on_a_full_disk_exits_1_with_one_sentence_naming_the_file(
-    make_video, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    make_video, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], full_disk_open
 ) -> None:
     folder = tmp_path / "videos"
     make_video(folder / "jumping" / "clip0.mp4", n_frames=12)
-    monkeypatch.setattr(atomic_module, "open", _full_disk_open(errno.ENOSPC, ".safetensors.tmp-"), raising=False)
+    monkeypatch.setattr(atomic_module, "open", full_disk_open(errno.ENOSPC, ".safetensors.tmp-"), raising=False)
     assert main(["extract", str(folder), str(tmp_path / "cache"), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

@@ -45,22 +45,8 @@ def test_a_refused_replace_names_the_file_keeps_the_old_content_and_leaves_no_te
     assert _no_temp_files(tmp_path)
 
 
-def test_a_full_disk_while_the_bytes_are_written_is_named(tmp_path, monkeypatch):
-    class _Full:
-        def __init__(self, f) -> None:
-            self._f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            self._f.close()
-
-        def write(self, data: bytes) -> int:
-            self._f.write(data[:3])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(io_module, "open", lambda file, mode="r": _Full(open(file, mode)), raising=False)  # noqa: SIM115
+def test_a_full_disk_while_the_bytes_are_written_is_named(tmp_path, monkeypatch, full_disk_open):
+    monkeypatch.setattr(io_module, "open", full_disk_open(errno.ENOSPC), raising=False)
     with pytest.raises(WriteError, match=rf"^cannot write {tmp_path / 'config.toml'}: no space left on the device"):
         atomic_write_text(tmp_path / "config.toml", "a = 1\n")
     assert not (tmp_path / "config.toml").exists()
