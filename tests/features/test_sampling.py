@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +65,32 @@ def test_empty_video_or_zero_frames_is_refused(n_available: int, n_frames: int) 
 def test_a_bad_generator_type_is_refused() -> None:
     with pytest.raises(ValueError, match="generator must be"):
         sample_indices(10, 4, "segments", generator=42)  # type: ignore[arg-type]
+
+
+def _exact_uniform(n: int, t: int) -> list[int]:
+    """floor(i·(n − 1)/(T − 1) + 1/2) in exact rational arithmetic."""
+    return [0] if t == 1 else [math.floor(Fraction(i * (n - 1), t - 1) + Fraction(1, 2)) for i in range(t)]
+
+
+def _exact_centres(n: int, t: int) -> list[int]:
+    """floor((i + 1/2)·n/T) in exact rational arithmetic."""
+    return [min(math.floor((i + Fraction(1, 2)) * Fraction(n, t)), n - 1) for i in range(t)]
+
+
+def test_deterministic_indices_are_exact_for_every_length_and_frame_count() -> None:
+    # The float forms lost an exact half (uniform, T = 15, 23, …) or fell a frame short (segments,
+    # T = 7, 12, …) for about 1 % of the (n, T) pairs.
+    for t in range(1, 33):
+        for n in range(1, 400):
+            assert sample_indices(n, t, "uniform") == _exact_uniform(n, t), (n, t)
+            assert sample_indices(n, t, "segments") == _exact_centres(n, t), (n, t)
+
+
+@pytest.mark.parametrize("t", [8, 16])
+def test_the_shipped_frame_counts_sample_the_frames_the_float_forms_sampled(t: int) -> None:
+    """Caches extracted before the integer forms (T = 8, the default; 16) hold the same frames."""
+    for n in range(1, 5000):
+        old_uniform = [int(i) for i in np.floor(np.linspace(0, n - 1, t) + 0.5)]
+        old_centres = [min(int(p), n - 1) for p in np.floor((np.arange(t) + 0.5) * (n / t))]
+        assert sample_indices(n, t, "uniform") == old_uniform, n
+        assert sample_indices(n, t, "segments") == old_centres, n

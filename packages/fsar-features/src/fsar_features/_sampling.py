@@ -83,9 +83,14 @@ def uniform(n_available: int, n_frames: int, generator: Generator | None = None)
         >>> uniform(3, 8)  # shorter than T: each frame repeated, in order
         [0, 0, 1, 1, 1, 1, 2, 2]
     """
-    # Round half away from zero (floor(x + 0.5)), not numpy's half-to-even, so the indices are
-    # the obvious ones when written down by hand.
-    return [int(i) for i in np.floor(np.linspace(0, n_available - 1, n_frames) + 0.5)]
+    # Round half up (floor(x + 0.5)), not numpy's half-to-even, so the indices are the obvious ones
+    # when written down by hand; in integers, floor((2·i·(n − 1) + (T − 1)) / (2·(T − 1))), so that
+    # an exact half is never lost to float rounding (the float linspace lost some for T − 1 not a
+    # power of two, e.g. T = 15; T = 8 and 16 give the same indices either way, tested).
+    if n_frames == 1:
+        return [0]
+    steps = n_frames - 1
+    return [(2 * i * (n_available - 1) + steps) // (2 * steps) for i in range(n_frames)]
 
 
 @register_sampler("segments")
@@ -101,8 +106,11 @@ def segments(n_available: int, n_frames: int, generator: Generator | None = None
         >>> segments(80, 8, np.random.default_rng(0))  # training: a random offset per segment
         [6, 12, 20, 30, 48, 59, 66, 77]
     """
-    offsets = np.full(n_frames, 0.5) if generator is None else _uniforms(n_frames, generator)
-    positions = (np.arange(n_frames) + offsets) * (n_available / n_frames)
+    if generator is None:
+        # floor((i + 1/2)·n/T) in integers: (i + 0.5)·(n/T) in floats fell one frame short for some
+        # T that are not powers of two (e.g. 7, 12); T = 8 and 16 give the same indices either way.
+        return [min((2 * i + 1) * n_available // (2 * n_frames), n_available - 1) for i in range(n_frames)]
+    positions = (np.arange(n_frames) + _uniforms(n_frames, generator)) * (n_available / n_frames)
     return [min(int(p), n_available - 1) for p in np.floor(positions)]
 
 
