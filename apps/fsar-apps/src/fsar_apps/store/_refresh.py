@@ -148,28 +148,30 @@ def refresh(table: Any, meta: Any, *, where: str) -> RefreshRecord:
         RuntimeError: Lance's error when the refresh failed (recorded first).
     """
     started, clock = datetime.now(UTC), time.perf_counter()
-    before, error = _unindexed(table), None
+    before = _unindexed(table)
     try:
         retry_conflicts(lambda: table.optimize(cleanup_older_than=timedelta(days=365_000)))
-    except Exception as err:  # recorded for `fsar store index`, then raised
-        error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    except BaseException as err:  # recorded for `fsar store index` (an interrupt too), then raised
+        error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+        _record(
+            meta, table.name, RefreshRecord(False, started, time.perf_counter() - clock, before, before, error, where)
+        )
         raise
-    finally:
-        after = _unindexed(table) if error is None else before
-        record = RefreshRecord(error is None, started, time.perf_counter() - clock, before, after, error, where)
-        with contextlib.suppress(Exception):  # a failed record must not hide the refresh's own outcome
-            _record(meta, table.name, record)
+    record = RefreshRecord(True, started, time.perf_counter() - clock, before, _unindexed(table), None, where)
+    _record(meta, table.name, record)
     return record
 
 
 def _record(meta: Any, table_name: str, record: RefreshRecord) -> None:
-    """Upsert ``record`` into the metadata table under ``refresh:<table_name>``."""
+    """Upsert ``record`` into the metadata table under ``refresh:<table_name>``; a record that cannot
+    be written is dropped (the refresh's own outcome, committed or raised, is what counts)."""
     import pyarrow as pa
 
     row = pa.Table.from_pylist([{"key": _meta_key(table_name), "value": record.to_json()}], schema=meta.schema)
-    retry_conflicts(
-        lambda: meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
-    )
+    with contextlib.suppress(Exception):
+        retry_conflicts(
+            lambda: meta.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
+        )
 
 
 def lock_path(uri: str, table_name: str) -> Path | None:
