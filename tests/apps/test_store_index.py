@@ -187,6 +187,21 @@ def test_a_failed_refresh_is_recorded_and_raised(tmp_path, recipe, monkeypatch):
     assert record.describe().endswith("simulated failure")
 
 
+def test_an_interrupted_refresh_is_recorded_as_failed(tmp_path, recipe, monkeypatch):
+    store = PrototypeStore.open(tmp_path / "store", recipe, index=dataclasses.replace(SMALL, refresh="manual"))
+    _fill(store, 320)
+    _fill(store, 5, prefix="b", seed=1)
+
+    def interrupt(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store._table, "optimize", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        store.refresh_index()
+    record = store.index_status().last_refresh
+    assert (record.ok, record.error, record.unindexed_after) == (False, "KeyboardInterrupt", 5)
+
+
 def test_an_inline_refresh_that_fails_warns_and_keeps_the_write(tmp_path, recipe, monkeypatch):
     store = PrototypeStore.open(tmp_path / "store", recipe, index=dataclasses.replace(SMALL, refresh="inline"))
     _fill(store, 320)
