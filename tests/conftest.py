@@ -5,6 +5,7 @@ environment with only fsar-prompts, and ``pytest tests/metric`` with only fsar-m
 """
 
 import builtins
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -49,3 +50,19 @@ def full_disk_open() -> Callable[..., Callable[..., Any]]:
         return fake_open
 
     return make
+
+
+def _state_hash(model: Any) -> str:
+    """sha256 (16 hex digits) of a module's state dict: names, dtypes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture
+def state_hash() -> Callable[[Any], str]:
+    """``state_hash(model)``: a short fingerprint of a module's weights, for hash-pinned regression tests."""
+    return _state_hash

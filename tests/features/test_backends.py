@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,6 @@ from fsar_features.backends import (
 from fsar_features.backends._hf import default_device_dtype
 from fsar_features.backends._tiny_checkpoints import GEOMETRIES
 from fsar_prompts import render_prompt
-
-
-def state_hash(model: torch.nn.Module) -> str:
-    """sha256 (16 hex digits) of a state dict: names, dtypes and bytes, in name order."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(value.dtype).encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def feature_checksum(backend: FeatureBackend) -> list[float]:
@@ -65,7 +54,7 @@ TINY_REGRESSION = [
 
 @pytest.mark.parametrize(("name", "options", "weights", "model_id", "tokens_per_frame", "checksum"), TINY_REGRESSION)
 def test_tiny_backends_keep_the_weights_ids_and_features_of_the_two_family_modules(
-    name: str, options: dict, weights: str, model_id: str, tokens_per_frame: int, checksum: list[float]
+    name: str, options: dict, weights: str, model_id: str, tokens_per_frame: int, checksum: list[float], state_hash
 ) -> None:
     backend = create_backend(name, **options)
     assert (state_hash(backend.model), backend.model_id, backend.tokens_per_frame) == (
@@ -76,7 +65,7 @@ def test_tiny_backends_keep_the_weights_ids_and_features_of_the_two_family_modul
     torch.testing.assert_close(feature_checksum(backend), checksum, rtol=1e-4, atol=1e-4)
 
 
-def test_checkpoints_open_with_the_weights_they_had(tmp_path: Path) -> None:
+def test_checkpoints_open_with_the_weights_they_had(tmp_path: Path, state_hash) -> None:
     """``<family>`` backends over ``save_tiny_checkpoint`` folders (hashes from the two-module code)."""
     expected = {
         ("video-llava", None): "a33ebedf9901d9c5",

@@ -219,18 +219,6 @@ def test_the_shipped_model_records_how_it_was_made():
     assert set(info["held_out_metrics"]) >= {"loss", "query-label/exact", "support-caption/token_acc"}
 
 
-def _state_hash(model: torch.nn.Module) -> str:
-    """sha256 (16 hex digits) of a state dict: names, dtypes and bytes, in name order."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(value.dtype).encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -241,7 +229,7 @@ def _state_hash(model: torch.nn.Module) -> str:
         ),
     ],
 )
-def test_the_model_to_pretrain_starts_from_the_same_weights(overrides, expected):
+def test_the_model_to_pretrain_starts_from_the_same_weights(overrides, expected, state_hash):
     """Hashes computed when pretraining built the model itself from the private Video-LLaVA module;
     it now asks fsar-features' public ``tiny_backend``: the starting weights (and so the shipped
     model's reproduction) are the same."""
@@ -249,7 +237,7 @@ def test_the_model_to_pretrain_starts_from_the_same_weights(overrides, expected)
 
     config = PretrainConfig(**overrides)
     model, backend = pretrain_module._build(config, ["moving", "something", "up", "USER: ASSISTANT:"])
-    assert _state_hash(model) == expected
+    assert state_hash(model) == expected
     assert model.training
     assert all(p.requires_grad for p in model.parameters())
     assert model.config.video_seq_length == config.n_frames * backend.tokens_per_frame
@@ -262,9 +250,9 @@ def test_the_model_to_pretrain_starts_from_the_same_weights(overrides, expected)
     assert (backend.frame_size, backend.crop_size) == (config.image_size, config.image_size)
 
 
-def test_the_shipped_model_opens_with_the_weights_it_has():
+def test_the_shipped_model_opens_with_the_weights_it_has(state_hash):
     backend = create_backend("video-llava", model=_shipped_folder(), device="cpu")
-    assert _state_hash(backend.model) == "ed787a97b2912062"
+    assert state_hash(backend.model) == "ed787a97b2912062"
     assert (backend.tokens_per_frame, backend.has_cls, backend.n_layers, backend.hidden_size) == (17, True, 2, 64)
 
 
