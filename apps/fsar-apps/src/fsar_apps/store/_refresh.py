@@ -49,6 +49,7 @@ __all__ = [
     "refreshing",
     "retry_conflicts",
     "start_background",
+    "unindexed_rows",
 ]
 
 #: What Lance says when a commit cannot be rebased on a concurrent one (e.g. a losing creator's
@@ -132,7 +133,9 @@ def read_record(meta_rows: dict[str, str], table_name: str) -> RefreshRecord | N
     return None if value is None else RefreshRecord.from_json(value)
 
 
-def _unindexed(table: Any) -> int:
+def unindexed_rows(table: Any) -> int:
+    """Rows of ``table`` outside the ANN index of ``vector`` (searched exactly next to it); all rows
+    when it has no index."""
     stats = table.index_stats(INDEX_NAME)
     return int(table.count_rows()) if stats is None else int(stats.num_unindexed_rows)
 
@@ -148,7 +151,7 @@ def refresh(table: Any, meta: Any, *, where: str) -> RefreshRecord:
         RuntimeError: Lance's error when the refresh failed (recorded first).
     """
     started, clock = datetime.now(UTC), time.perf_counter()
-    before = _unindexed(table)
+    before = unindexed_rows(table)
     try:
         retry_conflicts(lambda: table.optimize(cleanup_older_than=timedelta(days=365_000)))
     except BaseException as err:  # recorded for `fsar store index` (an interrupt too), then raised
@@ -157,7 +160,7 @@ def refresh(table: Any, meta: Any, *, where: str) -> RefreshRecord:
             meta, table.name, RefreshRecord(False, started, time.perf_counter() - clock, before, before, error, where)
         )
         raise
-    record = RefreshRecord(True, started, time.perf_counter() - clock, before, _unindexed(table), None, where)
+    record = RefreshRecord(True, started, time.perf_counter() - clock, before, unindexed_rows(table), None, where)
     _record(meta, table.name, record)
     return record
 

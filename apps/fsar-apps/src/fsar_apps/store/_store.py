@@ -784,8 +784,7 @@ class PrototypeStore:
 
     def unindexed_rows(self) -> int:
         """Rows outside the ANN index of ``vector`` (searched exactly next to it); all rows when unindexed."""
-        stats = self._table.index_stats("vector_idx")
-        return len(self) if stats is None else int(stats.num_unindexed_rows)
+        return _refresh.unindexed_rows(self._table)
 
     @_write_method
     def create_indexes(self, *, min_rows: int | None = None) -> bool:
