@@ -197,7 +197,9 @@ class _Widths:
 
 
 def _vision_config(g: CheckpointGeometry, w: _Widths) -> CLIPVisionConfig:
-    return transformers_class("CLIPVisionConfig")(
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
         hidden_size=w.vision_hidden_size,
         intermediate_size=4 * w.vision_hidden_size,  # ViT-L's ratio (1024 → 4096)
         num_hidden_layers=w.vision_layers,
@@ -208,7 +210,9 @@ def _vision_config(g: CheckpointGeometry, w: _Widths) -> CLIPVisionConfig:
 
 
 def _text_config(g: CheckpointGeometry, w: _Widths) -> LlamaConfig:
-    return transformers_class("LlamaConfig")(
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=g.vocab_size,
         hidden_size=w.hidden_size,
         intermediate_size=2 * w.hidden_size,
